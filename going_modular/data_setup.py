@@ -1,0 +1,186 @@
+"""Getting data: download (or mirror) the course zip, build DataLoaders, load Food-101.
+
+Every download source is configurable so the same code runs in Colab (internet) and on
+machines without it: set FOODVISION_DATA_MIRROR to a folder (or URL) that holds the files.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets
+
+COURSE_DATA_URL = ("https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/"
+                   "pizza_steak_sushi_20_percent.zip")
+COURSE_DATA_SHA256 = "10feb9be17a6778d58a770ac4caf56882f4544b5ceef3f5826bfaba82c538131"
+MIRROR_ENV = "FOODVISION_DATA_MIRROR"
+NUM_WORKERS = min(2, os.cpu_count() or 1)
+
+
+class DataError(RuntimeError):
+    """A dataset could not be fetched, verified or read."""
+
+
+def resolve_source(source: str) -> str:
+    """Redirect a URL to $FOODVISION_DATA_MIRROR (folder or URL) by its file name, if set."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror and urllib.parse.urlparse(source).scheme in ("http", "https"):
+        name = Path(urllib.parse.urlparse(source).path).name
+        return mirror.rstrip("/") + "/" + name if "://" in mirror else str(Path(mirror) / name)
+    return source
+
+
+def _fetch(source: str, dest: Path) -> None:
+    """Copy a local path / file:// URL, or download http(s), to dest."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(source, timeout=60) as r, open(dest, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except (urllib.error.URLError, OSError) as e:
+            raise DataError(f"could not reach URL {source} ({e}); set {MIRROR_ENV} or pass a local path") from e
+        return
+    path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(source)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    shutil.copyfile(path, dest)
+
+
+def sha256sum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "data/pizza_steak_sushi_20_percent",
+                  sha256: str | None = None, remove_source: bool = True) -> Path:
+    """Fetch a zip (URL, local path or file:// URL) and extract it into `destination`, once.
+
+    Idempotent: if `destination` already holds files, nothing is fetched. The zip is verified
+    (optional sha256, zip integrity) and extracted into a temporary folder that is renamed into
+    place only on success, so a failure never leaves a half-extracted dataset behind.
+    """
+    destination = Path(destination)
+    if destination.is_dir() and any(destination.iterdir()):
+        print(f"[INFO] {destination} exists, skipping download.")
+        return destination
+    if sha256 is None and Path(urllib.parse.urlparse(source).path).name == Path(COURSE_DATA_URL).name:
+        sha256 = COURSE_DATA_SHA256
+    resolved = resolve_source(source)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as tmp:
+        zip_path = Path(tmp) / "data.zip"
+        print(f"[INFO] Fetching {resolved} ...")
+        _fetch(resolved, zip_path)
+        if sha256 is not None and (digest := sha256sum(zip_path)) != sha256:
+            raise DataError(f"sha256 mismatch for {resolved}: expected {sha256}, got {digest}")
+        extract_dir = Path(tmp) / "extracted"
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                if (bad := zf.testzip()) is not None:
+                    raise DataError(f"corrupt zip {resolved}: bad CRC in {bad}")
+                zf.extractall(extract_dir)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{resolved} is not a valid zip file ({e})") from e
+        if destination.exists():
+            destination.rmdir()  # empty (checked above)
+        extract_dir.rename(destination)
+    print(f"[INFO] Extracted to {destination}")
+    return destination
+
+
+def check_image_folder(root: str | Path) -> None:
+    """Raise a clear DataError if `root` is not a usable ImageFolder (missing, empty, empty class)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"no class folders in {root} (expected {root}/<class_name>/<image>.jpg)")
+    exts = tuple(datasets.folder.IMG_EXTENSIONS)
+    empty = [c.name for c in classes if not any(f.suffix.lower() in exts for f in c.rglob("*"))]
+    if empty:
+        raise DataError(f"class folder(s) with no images in {root}: {', '.join(empty)}")
+
+
+def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, batch_size: int = 32,
+                       num_workers: int = NUM_WORKERS, train_transform=None, seed: int = 42):
+    """ImageFolder DataLoaders. `transform` is used for test (and train unless `train_transform`).
+
+    Returns (train_dataloader, test_dataloader, class_names).
+    """
+    for d in (train_dir, test_dir):
+        check_image_folder(d)
+    train_data = datasets.ImageFolder(train_dir, transform=train_transform or transform)
+    test_data = datasets.ImageFolder(test_dir, transform=transform)
+    if train_data.classes != test_data.classes:
+        raise DataError(f"train classes {train_data.classes} != test classes {test_data.classes}")
+    g = torch.Generator().manual_seed(seed)  # same shuffle order every run
+    train_dl = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                          pin_memory=torch.cuda.is_available(), generator=g,
+                          persistent_workers=num_workers > 0)
+    test_dl = DataLoader(test_data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                         pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+    return train_dl, test_dl, train_data.classes
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """One class name per line; blank lines ignored; duplicates are an error."""
+    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"{path}: expected unique class names, one per line")
+    return names
+
+
+def create_food101_datasets(root: str | Path = "data", transform=None, train_transform=None,
+                            download: bool = False, class_names: list[str] | None = None):
+    """torchvision.datasets.Food101, unchanged, for train and test.
+
+    download=True fetches the full 5 GB dataset (Colab). Offline, point `root` at a folder in
+    Food101's layout (e.g. ../shared/data/food101_mini). If `class_names` (e.g. the full 101
+    list) is given, targets are mapped into that list, so a 101-way head can be trained on a
+    subset of classes. Returns (train_data, test_data, class_names).
+    """
+    root = Path(root)
+    if not download and not (root / "food-101" / "meta" / "classes.txt").is_file():
+        raise DataError(f"no Food-101 data under {root}/food-101 (pass download=True or the right root)")
+    train_data = datasets.Food101(root, split="train", transform=train_transform or transform, download=download)
+    target_transform = None
+    if class_names is not None:
+        missing = set(train_data.classes) - set(class_names)
+        if missing:
+            raise DataError(f"dataset classes not in class_names: {sorted(missing)}")
+        target_transform = [class_names.index(c) for c in train_data.classes].__getitem__
+    train_data.target_transform = target_transform
+    test_data = datasets.Food101(root, split="test", transform=transform, target_transform=target_transform)
+    return train_data, test_data, list(class_names or train_data.classes)
+
+
+def split_subset(dataset, fraction: float = 0.2, seed: int = 42) -> Subset:
+    """A seeded, class-stratified random `fraction` of a dataset (e.g. 20% of Food-101)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    targets = getattr(dataset, "targets", None) or getattr(dataset, "_labels")
+    by_class = defaultdict(list)
+    for i, t in enumerate(targets):
+        by_class[t].append(i)
+    rng = random.Random(seed)
+    picked = []
+    for t in sorted(by_class):
+        idx = by_class[t]
+        picked += rng.sample(idx, max(1, round(len(idx) * fraction)))
+    return Subset(dataset, sorted(picked))
