@@ -142,9 +142,10 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
     elif name == "vit_b_16":
         model.heads = nn.Sequential(nn.Linear(768, num_classes))
     else:
-        # Dropout before the head, like effnetb2's; timm applies model.drop_rate only in training.
-        model.drop_rate = 0.2
-        model.classifier = nn.Linear(model.num_features, num_classes)
+        # Dropout lives in the head (as in effnetb2's), not in timm's forward_head, so training the
+        # head alone on cached features sees exactly the same dropout as training the whole model.
+        model.drop_rate = 0.0
+        model.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(model.num_features, num_classes))
     model.arch = name  # lets save_model record what to rebuild
     return model, transforms
 

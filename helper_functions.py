@@ -1,0 +1,52 @@
+"""Helper functions used across the FoodVision notebooks.
+
+Plotting and exploration helpers live here; data, model and prediction code lives in
+`going_modular` and is re-exported below, so there is one copy of each function.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from going_modular.data_setup import download_data  # noqa: F401  (re-export for the notebooks)
+from going_modular.predictions import pred_and_plot_image  # noqa: F401
+from going_modular.utils import set_seeds  # noqa: F401
+
+__all__ = ["download_data", "pred_and_plot_image", "set_seeds", "walk_through_dir",
+           "plot_loss_curves", "plot_predictions"]
+
+
+def walk_through_dir(dir_path: str | Path) -> list[tuple[str, int, int]]:
+    """Print (and return) how many sub-folders and images each folder under dir_path holds."""
+    rows = []
+    for dirpath, dirnames, filenames in sorted(os.walk(dir_path)):
+        dirnames.sort()
+        rows.append((dirpath, len(dirnames), len(filenames)))
+        print(f"There are {len(dirnames)} directories and {len(filenames)} images in '{dirpath}'.")
+    return rows
+
+
+def plot_loss_curves(results: dict):
+    """Plot train/test loss and accuracy curves from an engine.train results dict."""
+    epochs = range(1, len(results["train_loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+        ax.plot(epochs, results[f"train_{metric}"], label=f"train_{metric}")
+        ax.plot(epochs, results[f"test_{metric}"], label=f"test_{metric}")
+        ax.set_title("Loss" if metric == "loss" else "Accuracy")
+        ax.set_xlabel("Epochs")
+        ax.legend()
+    return fig
+
+
+def plot_predictions(train_data, train_labels, test_data, test_labels, predictions=None):
+    """Scatter training data, test data and (optionally) predictions: the course's linear-regression plot."""
+    fig = plt.figure(figsize=(10, 7))
+    plt.scatter(train_data, train_labels, c="b", s=4, label="Training data")
+    plt.scatter(test_data, test_labels, c="g", s=4, label="Testing data")
+    if predictions is not None:
+        plt.scatter(test_data, predictions, c="r", s=4, label="Predictions")
+    plt.legend(prop={"size": 14})
+    return fig
