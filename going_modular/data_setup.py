@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 
@@ -117,6 +116,16 @@ def check_image_folder(root: str | Path) -> None:
         raise DataError(f"class folder(s) with no images in {root}: {', '.join(empty)}")
 
 
+def image_loader(path: str):
+    """ImageFolder loader: the same decoding as at prediction time, and errors that name the file."""
+    from going_modular.predictions import InvalidImageError, load_image
+
+    try:
+        return load_image(path)
+    except InvalidImageError as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
 def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, batch_size: int = 32,
                        num_workers: int = NUM_WORKERS, train_transform=None, seed: int = 42):
     """ImageFolder DataLoaders. `transform` is used for test (and train unless `train_transform`).
@@ -125,8 +134,8 @@ def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, b
     """
     for d in (train_dir, test_dir):
         check_image_folder(d)
-    train_data = datasets.ImageFolder(train_dir, transform=train_transform or transform)
-    test_data = datasets.ImageFolder(test_dir, transform=transform)
+    train_data = datasets.ImageFolder(train_dir, transform=train_transform or transform, loader=image_loader)
+    test_data = datasets.ImageFolder(test_dir, transform=transform, loader=image_loader)
     if train_data.classes != test_data.classes:
         raise DataError(f"train classes {train_data.classes} != test classes {test_data.classes}")
     g = torch.Generator().manual_seed(seed)  # same shuffle order every run

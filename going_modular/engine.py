@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from going_modular.model_builder import head_name
@@ -96,9 +96,10 @@ def extract_features(model: nn.Module, dataloader: DataLoader, device: torch.dev
     return TensorDataset(torch.cat(feats), torch.cat(labels))
 
 
-def _cached_loader(features: TensorDataset, like: DataLoader, shuffle: bool, seed: int) -> DataLoader:
+def _cached_loader(features: TensorDataset, like: DataLoader, seed: int) -> DataLoader:
+    """A loader over cached features with the same batch size and shuffling as the original."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(features, batch_size=like.batch_size, shuffle=shuffle, generator=g)
+    return DataLoader(features, batch_size=like.batch_size, shuffle=isinstance(like.sampler, RandomSampler), generator=g)
 
 
 def train(model: nn.Module, train_dataloader: DataLoader, test_dataloader: DataLoader,
@@ -123,9 +124,9 @@ def train(model: nn.Module, train_dataloader: DataLoader, test_dataloader: DataL
         if trainable_outside_head:
             raise ValueError("cache_features needs a frozen backbone (only the head may be trainable)")
         train_dl = _cached_loader(extract_features(model, train_dataloader, device, max_batches, "train features"),
-                                  train_dataloader, shuffle=True, seed=seed)
+                                  train_dataloader, seed=seed)
         test_dl = _cached_loader(extract_features(model, test_dataloader, device, max_batches, "test features"),
-                                 test_dataloader, shuffle=False, seed=seed)
+                                 test_dataloader, seed=seed)
         fit = head  # the optimizer already holds the head's parameters
     for epoch in tqdm(range(epochs), desc="epochs"):
         train_loss, train_acc = train_step(fit, train_dl, loss_fn, optimizer, device, max_batches)
