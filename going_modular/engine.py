@@ -31,12 +31,8 @@ def _frozen_to_eval(model: nn.Module) -> None:
             m.eval()
 
 
-def train_step(model: nn.Module, dataloader: DataLoader, loss_fn: nn.Module,
-               optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu",
-               max_batches: int | None = None) -> tuple[float, float]:
-    """One epoch of training. Returns (mean loss, accuracy)."""
-    model.train()
-    _frozen_to_eval(model)
+def _run_epoch(model, dataloader, loss_fn, device, max_batches, optimizer=None) -> tuple[float, float]:
+    """One pass over `dataloader`; steps `optimizer` when given. Returns (mean loss, accuracy)."""
     total_loss, correct, seen = 0.0, 0, 0
     for batch, (X, y) in enumerate(dataloader):
         if max_batches is not None and batch >= max_batches:
@@ -44,15 +40,25 @@ def train_step(model: nn.Module, dataloader: DataLoader, loss_fn: nn.Module,
         X, y = X.to(device), y.to(device)
         logits = model(X)
         loss = loss_fn(logits, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
     if seen == 0:
-        raise ValueError("train_step: the dataloader yielded no batches")
+        raise ValueError("the dataloader yielded no batches")
     return total_loss / seen, correct / seen
+
+
+def train_step(model: nn.Module, dataloader: DataLoader, loss_fn: nn.Module,
+               optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu",
+               max_batches: int | None = None) -> tuple[float, float]:
+    """One epoch of training. Returns (mean loss, accuracy)."""
+    model.train()
+    _frozen_to_eval(model)
+    return _run_epoch(model, dataloader, loss_fn, device, max_batches, optimizer)
 
 
 @torch.inference_mode()
@@ -60,18 +66,7 @@ def test_step(model: nn.Module, dataloader: DataLoader, loss_fn: nn.Module,
               device: torch.device | str = "cpu", max_batches: int | None = None) -> tuple[float, float]:
     """Evaluate on a dataloader. Returns (mean loss, accuracy)."""
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
-    for batch, (X, y) in enumerate(dataloader):
-        if max_batches is not None and batch >= max_batches:
-            break
-        X, y = X.to(device), y.to(device)
-        logits = model(X)
-        total_loss += loss_fn(logits, y).item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-    if seen == 0:
-        raise ValueError("test_step: the dataloader yielded no batches")
-    return total_loss / seen, correct / seen
+    return _run_epoch(model, dataloader, loss_fn, device, max_batches)
 
 
 @torch.inference_mode()
