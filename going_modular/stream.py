@@ -1,0 +1,332 @@
+"""Streaming: classify frames as they arrive from a live-like source, never falling behind unboundedly.
+
+    python -m going_modular.stream --source frames/ --fps 30 --output predictions.jsonl
+    python -m going_modular.stream --source clip.mjpeg --fps 25
+    ffmpeg -i /dev/video0 -f mjpeg - | python -m going_modular.stream --source - --fps 0
+
+A producer thread reads JPEG frames from the source (a folder of frames in name order, a Motion
+JPEG file, or MJPEG on stdin) at a target FPS and puts them in a small bounded queue; the model
+consumes them one at a time. When the model falls behind, the *oldest* waiting frame is dropped
+(freshest results win, latency stays bounded) and written out as {"frame": i, "dropped": true}.
+Every produced frame becomes exactly one JSON line: a prediction, an error, or a drop. With
+--block the producer waits instead of dropping (offline replay: nothing is lost).
+
+Other video formats: convert first, e.g. `ffmpeg -i clip.mp4 -q:v 3 -f mjpeg clip.mjpeg`
+(or `ffmpeg -i clip.mp4 frames/%06d.jpg`); MJPEG needs no video decoder beyond Pillow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from going_modular.batch_predict import add_predictor_args, load_predictor
+from going_modular.predictions import InvalidImageError
+from going_modular.predictor import Predictor
+from going_modular.utils import CheckpointError
+
+MJPEG_SUFFIXES = (".mjpeg", ".mjpg")
+RESTART_MARKERS = range(0xD0, 0xD8)  # RST0..RST7: no payload, may appear inside scan data
+
+
+class StreamError(RuntimeError):
+    """The stream source cannot be used; the message says why."""
+
+
+@dataclass
+class Frame:
+    index: int
+    data: bytes
+    timestamp: float  # seconds since the stream started, when the frame was captured
+
+
+@dataclass
+class StreamStats:
+    produced: int = 0
+    processed: int = 0  # predictions made (including frames that turned out unreadable)
+    dropped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0  # sustained: processed frames per second of wall time
+    mean_latency: float = 0.0  # capture -> prediction written, seconds
+    max_queue_depth: int = 0
+    interrupted: bool = False
+
+
+class FrameQueue:
+    """Bounded FIFO between the producer and the model.
+
+    put(block=False) never waits: when the queue is full the oldest waiting frame is removed
+    and returned (the caller records the drop). put(block=True) waits for room instead.
+    get() returns None once the queue is closed and empty.
+    """
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError(f"queue size must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self.max_depth = 0
+        self._items: deque = deque()
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item, block: bool = False):
+        with self._cond:
+            dropped = None
+            while block and len(self._items) >= self.maxsize and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return item  # shutting down: nobody will consume it
+            if len(self._items) >= self.maxsize:
+                dropped = self._items.popleft()
+            self._items.append(item)
+            self.max_depth = max(self.max_depth, len(self._items))
+            self._cond.notify_all()
+            return dropped
+
+    def get(self):
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            item = self._items.popleft() if self._items else None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def natural_key(path: Path) -> list:
+    """frame_2.jpg before frame_10.jpg."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def iter_frame_dir(folder: Path) -> Iterator[bytes]:
+    """The image files of a folder, in natural name order, as encoded bytes (read lazily; the
+    folder is listed now so an empty one fails before the model is loaded)."""
+    frames = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS),
+                    key=natural_key)
+    if not frames:
+        raise StreamError(f"no frames found in {folder} (looked for {', '.join(IMG_EXTENSIONS)})")
+    return (path.read_bytes() for path in frames)
+
+
+def jpeg_end(buf: bytes | bytearray, start: int) -> int | None:
+    """Index just past the JPEG that starts (with its SOI marker) at buf[start]; None if buf ends first.
+
+    Walks the marker segments, skipping their payloads (so the EOI of an embedded EXIF thumbnail
+    is not taken for the end), and scans entropy-coded data for the next real marker. Returns
+    where the damage starts if the data stops looking like a JPEG, so a bad frame is cut out.
+    """
+    i, n = start + 2, len(buf)
+    while i + 1 < n:
+        if buf[i] != 0xFF:
+            return i
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return i + 2
+        if marker == 0x01 or marker in RESTART_MARKERS:  # markers without a length field
+            i += 2
+            continue
+        if i + 4 > n:
+            return None
+        i += 2 + int.from_bytes(buf[i + 2:i + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs until an 0xFF that is a marker
+            while True:
+                i = buf.find(b"\xff", i)
+                if i < 0 or i + 1 >= n:
+                    return None
+                if buf[i + 1] == 0x00 or buf[i + 1] in RESTART_MARKERS:  # stuffed byte / restart
+                    i += 2
+                else:
+                    break
+    return None
+
+
+def iter_mjpeg(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Split a Motion JPEG byte stream (concatenated JPEGs, as `ffmpeg -f mjpeg` writes) into frames.
+
+    Reads incrementally, so it works on pipes and on files of any length. A frame cut off by the
+    end of the stream is still yielded (it is then reported as a damaged frame).
+    """
+    buf = bytearray()
+    eof = False
+    while True:
+        start = buf.find(b"\xff\xd8")
+        end = jpeg_end(buf, start) if start >= 0 else None
+        if end is not None:
+            yield bytes(buf[start:end])
+            del buf[:end]
+            continue
+        if eof:
+            if start >= 0:
+                yield bytes(buf[start:])
+            return
+        chunk = stream.read1(chunk_size)  # whatever has arrived: a live pipe must not wait for a full chunk
+        eof = not chunk
+        buf += chunk
+
+
+def open_source(source: str) -> Iterator[bytes]:
+    """Frames of `source`: '-' (MJPEG on stdin), a folder of frames, or a .mjpeg/.mjpg file."""
+    if source == "-":
+        return iter_mjpeg(sys.stdin.buffer)
+    path = Path(source)
+    if path.is_dir():
+        return iter_frame_dir(path)
+    if not path.is_file():
+        raise StreamError(f"source not found: {source}")
+    if path.suffix.lower() in MJPEG_SUFFIXES:
+        return _iter_mjpeg_file(path)
+    raise StreamError(f"cannot decode {path.name}: sources are a folder of frames, a Motion JPEG file "
+                      f"({', '.join(MJPEG_SUFFIXES)}) or '-' for MJPEG on stdin. Convert a video with "
+                      f"`ffmpeg -i {path.name} -q:v 3 -f mjpeg {path.stem}.mjpeg`.")
+
+
+def _iter_mjpeg_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from iter_mjpeg(f)
+
+
+def produce(frames: Iterable[bytes], queue: FrameQueue, fps: float, drop: bool, start: float,
+            stats: StreamStats, sink: Callable[[dict], None], stop: threading.Event) -> None:
+    """Producer thread: stamp each frame, pace it to `fps` (0 = as fast as the source gives
+    them) and queue it; a frame pushed out of the full queue is recorded as dropped."""
+    for index, data in enumerate(frames):
+        if stop.is_set():
+            break
+        if fps > 0:
+            time.sleep(max(0.0, start + index / fps - time.perf_counter()))
+        frame = Frame(index, data, time.perf_counter() - start)
+        stats.produced += 1
+        dropped = queue.put(frame, block=not drop)
+        if dropped is not None and not stop.is_set():
+            stats.dropped += 1
+            sink({"frame": dropped.index, "timestamp": round(dropped.timestamp, 4), "dropped": True})
+
+
+def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int | None) -> dict:
+    """The JSON record of one frame: its prediction, or the reason it could not be read."""
+    record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4)}
+    try:
+        result = predictor.predict(frame.data, top_k=top_k)
+        record.update(label=result["label"], prob=round(result["prob"], 4),
+                      probs={k: round(v, 4) for k, v in result["probs"].items()})
+    except InvalidImageError as e:
+        record["error"] = str(e)
+    record["latency"] = round(time.perf_counter() - start - frame.timestamp, 4)
+    return record
+
+
+def run_stream(predictor: Predictor, frames: Iterable[bytes], sink: Callable[[dict], None], fps: float = 30.0,
+               queue_size: int = 4, drop: bool = True, top_k: int | None = 3) -> StreamStats:
+    """Classify `frames` (any iterable of encoded images, e.g. a camera generator) as they arrive.
+
+    `sink` gets one dict per frame, from two threads (predictions from this one, drops from the
+    producer): it must be thread-safe, as `list.append` and `JsonLinesWriter` are. On a normal
+    end processed + dropped == produced.
+    """
+    queue = FrameQueue(queue_size)
+    stats, stop, failure = StreamStats(), threading.Event(), []
+    start = time.perf_counter()
+
+    def producer():
+        try:
+            produce(frames, queue, fps, drop, start, stats, sink, stop)
+        except BaseException as e:  # re-raised in the caller's thread below
+            failure.append(e)
+        finally:
+            queue.close()
+
+    thread = threading.Thread(target=producer, name="frame-producer", daemon=True)
+    thread.start()
+    latency = 0.0
+    try:
+        while (frame := queue.get()) is not None:
+            record = predict_frame(predictor, frame, start, top_k)
+            sink(record)
+            stats.processed += 1
+            stats.errors += "error" in record
+            latency += record["latency"]
+    except KeyboardInterrupt:
+        stats.interrupted = True
+    finally:
+        stop.set()
+        queue.close()
+        thread.join(timeout=2)  # it may be blocked reading a pipe; it is a daemon thread
+    if failure:
+        raise failure[0]
+    stats.seconds = round(time.perf_counter() - start, 3)
+    stats.fps = round(stats.processed / max(stats.seconds, 1e-9), 2)
+    stats.mean_latency = round(latency / max(stats.processed, 1), 4)
+    stats.max_queue_depth = queue.max_depth
+    return stats
+
+
+class JsonLinesWriter:
+    """Thread-safe sink writing one JSON object per line, flushed at once for live readers."""
+
+    def __init__(self, file):
+        self.file = file
+        self.lock = threading.Lock()
+
+    def __call__(self, record: dict) -> None:
+        with self.lock:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="folder of frames, .mjpeg/.mjpg file, or '-' for stdin")
+    parser.add_argument("--output", default="-", help="JSON lines file ('-' = stdout)")
+    parser.add_argument("--fps", type=float, default=30.0, help="source frame rate to replay at (0 = unpaced)")
+    parser.add_argument("--queue-size", type=int, default=4, help="frames that may wait for the model")
+    parser.add_argument("--block", action="store_true", help="wait for the model instead of dropping frames")
+    parser.add_argument("--top-k", type=int, default=3, help="probabilities kept per frame")
+    add_predictor_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.fps < 0 or args.queue_size < 1 or args.top_k < 1:
+            raise ValueError("--fps must be >= 0, --queue-size and --top-k >= 1")
+        frames = open_source(args.source)
+        predictor = load_predictor(args)
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+        try:
+            stats = run_stream(predictor, frames, JsonLinesWriter(out), fps=args.fps,
+                               queue_size=args.queue_size, drop=not args.block, top_k=args.top_k)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    except (StreamError, CheckpointError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not stats.produced:
+        print(f"error: no JPEG frames found in {args.source}", file=sys.stderr)
+        return 2
+    print(f"{'interrupted: ' if stats.interrupted else ''}processed {stats.processed}/{stats.produced} frames "
+          f"({stats.dropped} dropped, {stats.errors} unreadable) in {stats.seconds:.1f} s: "
+          f"sustained {stats.fps:.1f} FPS, mean latency {stats.mean_latency * 1000:.0f} ms", file=sys.stderr)
+    return 130 if stats.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
