@@ -1,5 +1,5 @@
-"""Making predictions: robust image loading, `predict`, `pred_and_store`, `pred_and_plot_image`,
-and `Predictor`, the one object every deployment mode (demo, batch, web service, stream) uses.
+"""Making predictions: robust image loading (`load_image`), `predict`, `pred_and_store` and
+`pred_and_plot_image`. `predictor.Predictor` wraps these for every deployment mode.
 """
 from __future__ import annotations
 
