@@ -1,0 +1,88 @@
+"""FoodVision Mini in a real browser: Debian's headless Chromium driven by Playwright.
+
+Needs `apt-get install -y chromium` (`make browser`); never a browser downloaded by `playwright install`.
+Screenshots go to test-artifacts/ (gitignored) for a human to look at.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from demo_support import ROOT, free_port, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+PREDICTION_TIMEOUT_MS = 120_000  # the first prediction warms the model up on a busy CPU
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    with running_app(["demos/foodvision_mini/app.py", "--port", str(port)], port=port) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium, or `make browser`)")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"),  # a fresh profile every run
+            executable_path=str(CHROMIUM), headless=True, viewport={"width": 1280, "height": 900},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(server, browser_context):
+    """The demo page, loaded; `page.requested_hosts` collects every host the page contacted."""
+    page = browser_context.new_page()
+    page.requested_hosts = set()
+    page.on("request", lambda request: page.requested_hosts.add(urlparse(request.url).hostname))
+    page.goto(server.url, wait_until="networkidle")
+    yield page
+    page.close()
+
+
+def submit(page) -> None:
+    """Click Submit once the chosen image has reached the input (else the click would send no image)."""
+    expect(page.get_by_test_id("image").locator("img")).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
+    page.get_by_role("button", name="Submit").click()
+
+
+def submit_and_wait_for_label(page, expected: str) -> None:
+    submit(page)
+    expect(page.get_by_test_id("label").locator("h2")).to_have_text(expected, timeout=PREDICTION_TIMEOUT_MS)
+
+
+def test_clicking_an_example_predicts_its_label(page):
+    page.locator("button.gallery-item").nth(2).click()  # examples are sorted: pizza, steak, sushi
+    submit_and_wait_for_label(page, "sushi")
+    expect(page.get_by_label("Verdict")).to_have_value(re.compile(r"^sushi \(\d+\.\d% confident\)$"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_example.png", full_page=True)
+    assert page.requested_hosts == {"127.0.0.1"}, "the page loaded something from the internet"
+
+
+def test_uploading_a_phone_photo_predicts_pizza(page, shared_data):
+    page.locator("input[type=file]").set_input_files(shared_data / "custom_images" / "pizza-dad.jpeg")
+    submit_and_wait_for_label(page, "pizza")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_upload.png", full_page=True)
+
+
+def test_uploading_a_non_image_shows_a_clear_message(page, tmp_path):
+    renamed = tmp_path / "shopping_list.jpg"
+    renamed.write_text("pizza, steak, sushi\n")
+    page.locator("input[type=file]").set_input_files(renamed)
+    submit(page)
+    toast = page.locator(".toast-wrap")
+    expect(toast).to_contain_text("not an image we can read", timeout=PREDICTION_TIMEOUT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_bad_upload.png")  # the viewport: where the toast floats

@@ -1,0 +1,89 @@
+"""The demos as users run them: `python demos/<demo>/app.py` in a subprocess on 127.0.0.1, called over
+real HTTP with gradio_client: real photos, every bad input, no internet, clean Ctrl-C shutdown."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from demo_support import NETWORK_AUDIT, PSS_TEST, ROOT, bad_inputs, clean_env, free_port, running_app, user_images
+
+
+@pytest.fixture(scope="module")
+def mini_server():
+    """FoodVision Mini started as `python app.py --port N`, every socket it opens logged."""
+    port = free_port()
+    with running_app(["-c", NETWORK_AUDIT, "demos/foodvision_mini/app.py", "--port", str(port)], port=port) as app:
+        yield app
+    assert app.proc.returncode == 0, f"unclean shutdown:\n{app.log()}"
+
+
+@pytest.fixture(scope="module")
+def mini_client(mini_server):
+    return Client(mini_server.url, verbose=False)
+
+
+def test_named_predict_endpoint_is_published(mini_client):
+    api = mini_client.view_api(print_info=False, return_format="dict")
+    assert "/predict" in api["named_endpoints"]
+    assert len(api["named_endpoints"]["/predict"]["returns"]) == 3  # label, seconds, verdict
+
+
+def test_real_test_images_get_their_label_with_high_confidence(mini_client, pss_dir):
+    for cls, rel in PSS_TEST.items():
+        label, seconds, verdict = mini_client.predict(handle_file(pss_dir / "test" / rel), api_name="/predict")
+        assert label["label"] == cls and label["confidences"][0]["confidence"] > 0.95
+        assert len(label["confidences"]) == 3 and seconds > 0 and verdict.startswith(cls)
+
+
+def test_every_user_format_is_predicted_over_http(mini_client, shared_data, tmp_path):
+    for name, path in user_images(shared_data / "custom_images" / "pizza-dad.jpeg", tmp_path).items():
+        label, _, verdict = mini_client.predict(handle_file(path), api_name="/predict")
+        if name != "tiny.png":  # 8x8 pixels: a prediction, but no food left to recognise
+            assert label["label"] == "pizza", name
+
+
+def test_bad_inputs_get_a_clear_message_not_a_traceback(mini_server, mini_client, shared_data, tmp_path):
+    for case, (path, message) in bad_inputs(shared_data / "custom_images" / "pizza-dad.jpeg", tmp_path).items():
+        with pytest.raises(AppError, match=message):
+            mini_client.predict(None if path is None else handle_file(path), api_name="/predict")
+    # The server keeps serving, and logged no traceback for the users' mistakes.
+    label, _, _ = mini_client.predict(handle_file(ROOT / "demos/foodvision_mini/examples/sushi.jpg"), api_name="/predict")
+    assert label["label"] == "sushi"
+    assert "Traceback" not in mini_server.log()
+
+
+def test_oversized_upload_is_refused_before_it_reaches_the_model(mini_client, tmp_path):
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(51 * 2**20)  # over the demo's 50 MB limit (a sparse file: no disk used)
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        mini_client.predict(handle_file(huge), api_name="/predict")
+
+
+def test_low_confidence_says_not_sure(mini_client, shared_data):
+    image = shared_data / "food101_mini/food-101/images/waffles/1497735.jpg"
+    _, _, verdict = mini_client.predict(handle_file(image), api_name="/predict")
+    assert verdict.startswith("Not sure this is pizza, steak or sushi")
+
+
+def test_no_connection_beyond_localhost(mini_server, mini_client):
+    """Start-up and serving use no internet: every socket the app opened went to 127.0.0.1."""
+    mini_client.predict(handle_file(ROOT / "demos/foodvision_mini/examples/pizza.jpg"), api_name="/predict")
+    hosts = set(re.findall(r"\[socket\.(?:connect|getaddrinfo)\] (\S+)", mini_server.log()))
+    assert "127.0.0.1" in hosts, "the audit hook saw no sockets at all"  # Gradio checks its own URL
+    assert hosts <= {"127.0.0.1", "localhost", "::1"}, hosts
+
+
+def test_big_serves_top5_on_a_port_from_the_environment(shared_data):
+    port = free_port()
+    with running_app(["demos/foodvision_big/app.py"], env=clean_env(GRADIO_SERVER_PORT=str(port)), port=port) as app:
+        client = Client(app.url, verbose=False)
+        label, _, verdict = client.predict(handle_file(shared_data / "food101_mini/food-101/images/hamburger/2361393.jpg"),
+                                           api_name="/predict")
+        assert label["label"] == "hamburger" and len(label["confidences"]) == 5 and verdict.startswith("hamburger")
+        with pytest.raises(AppError, match="No image provided"):
+            client.predict(None, api_name="/predict")
+    assert app.proc.returncode == 0 and "Traceback" not in app.log()
