@@ -65,7 +65,9 @@ def load_image(source, max_side_hint: int = 512) -> Image.Image:
                 img.load()
         except InvalidImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        except Image.DecompressionBombError as e:  # PIL refuses > 2x its own pixel limit before we can look
+            raise InvalidImageError(f"Image is too large; the limit is {MAX_PIXELS // 1_000_000} megapixels.") from e
+        except UnidentifiedImageError as e:
             raise InvalidImageError("This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP...).") from e
         except (OSError, SyntaxError, ValueError) as e:  # truncated/corrupt data
             raise InvalidImageError(f"The image file is damaged or truncated ({e}).") from e

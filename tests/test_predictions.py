@@ -88,6 +88,15 @@ def test_too_many_pixels_refused(monkeypatch, tmp_path):
         load_image(path)
 
 
+def test_pil_decompression_bomb_is_reported_as_too_large(monkeypatch, tmp_path):
+    """Past twice PIL's own limit, PIL refuses inside Image.open: the user still hears 'too large'."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (40, 40)).save(path)
+    with pytest.raises(InvalidImageError, match="too large"):
+        load_image(path)
+
+
 @pytest.mark.parametrize("bad,message", [
     (None, "No image provided"),
     (b"", "empty"),
