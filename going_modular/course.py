@@ -1,0 +1,58 @@
+"""Settings the notebooks share: where things live and the fast (CI) mode.
+
+`FOODVISION_FAST=1` runs every notebook's real code path on a few batches for one epoch, so CI
+can execute all of them in minutes; without it you get the full learner run. Paths are relative
+to the repository root, where each notebook's first cell moves the kernel.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.model_builder import WeightsUnavailableError, create_model
+
+DATA_DIR = Path("data")
+MODELS_DIR = Path("models")
+FAST = os.environ.get("FOODVISION_FAST", "0") == "1"
+EPOCHS = 1 if FAST else 10
+BATCH_SIZE = 8 if FAST else 32
+MAX_BATCHES = 2 if FAST else None  # batches per epoch in fast mode
+SEED = 42
+
+
+def get_course_data() -> Path:
+    """pizza_steak_sushi_20_percent under data/ (course URL, or $FOODVISION_DATA_MIRROR offline)."""
+    return download_data(COURSE_DATA_URL, DATA_DIR / "pizza_steak_sushi_20_percent")
+
+
+def pretrained_or_untrained(name: str, num_classes: int):
+    """(model, transforms, pretrained) with ImageNet weights, or, offline in fast mode only, random ones.
+
+    Offline in a full run the clear WeightsUnavailableError stops the notebook: numbers from a
+    random backbone are not results, so they are only produced to exercise the code in CI.
+    """
+    try:
+        model, transforms = create_model(name, num_classes=num_classes, weights="DEFAULT", seed=SEED)
+        return model, transforms, True
+    except WeightsUnavailableError as e:
+        if not FAST:
+            raise
+        print(f"[OFFLINE] {e}\n[FAST MODE] Continuing with weights=None: every number below is UNTRAINED, not a result.")
+        model, transforms = create_model(name, num_classes=num_classes, weights=None, seed=SEED)
+        return model, transforms, False
+
+
+def save_stats(name: str, stats: dict) -> Path:
+    """models/<name>_stats.json: what the comparison notebook tabulates."""
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    path = MODELS_DIR / f"{name}_stats.json"
+    path.write_text(json.dumps(stats, indent=2))
+    return path
+
+
+def load_stats() -> dict:
+    """{model name: stats} for every model a notebook has trained and saved."""
+    return {p.name.removesuffix("_stats.json"): json.loads(p.read_text())
+            for p in sorted(MODELS_DIR.glob("*_stats.json"))}
