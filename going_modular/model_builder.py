@@ -44,15 +44,17 @@ def _torchvision_weights(weights_enum, weights):
         return None
     w = weights_enum.DEFAULT if weights == "DEFAULT" else weights_enum.verify(weights)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    shown = str(cached).replace(str(Path.home()), "~", 1)  # readable, and no home path in notebook outputs
     if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Downloading {w.url} to {shown}")
         try:  # download now, so a failure is ours to explain rather than a bare URLError
-            torch.hub.load_state_dict_from_url(w.url, progress=True, check_hash=True)
+            torch.hub.download_url_to_file(w.url, str(cached), hash_prefix=torch.hub.HASH_REGEX.search(cached.name).group(1))
         except Exception as e:  # URLError, socket errors, HTTP errors, hash mismatch...
             raise WeightsUnavailableError(
                 f"Could not download ImageNet weights {w} from {w.url} ({type(e).__name__}: {e}). "
-                f"Connect to the internet, or place the file at {cached} "
-                f"(the cache under TORCH_HOME={Path(torch.hub.get_dir()).parent}), "
-                f"or pass weights=None for an untrained model."
+                f"Connect to the internet, or place the file at {shown} "
+                f"(TORCH_HOME decides the folder), or pass weights=None for an untrained model."
             ) from e
     return w
 
@@ -146,6 +148,9 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
         # head alone on cached features sees exactly the same dropout as training the whole model.
         model.drop_rate = 0.0
         model.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(model.num_features, num_classes))
+    if name != "vit_b_16":
+        # CNN kernels on CPU (oneDNN) are ~3x faster with NHWC weights; inputs can stay NCHW.
+        model = model.to(memory_format=torch.channels_last)
     model.arch = name  # lets save_model record what to rebuild
     return model, transforms
 
