@@ -167,7 +167,10 @@ def create_food101_datasets(root: str | Path = "data", transform=None, train_tra
     root = Path(root)
     if not download and not (root / "food-101" / "meta" / "classes.txt").is_file():
         raise DataError(f"no Food-101 data under {root}/food-101 (pass download=True or the right root)")
-    train_data = datasets.Food101(root, split="train", transform=train_transform or transform, download=download)
+    try:
+        train_data = datasets.Food101(root, split="train", transform=train_transform or transform, download=download)
+    except urllib.error.URLError as e:
+        raise DataError(f"could not download Food-101 ({e}); set {MIRROR_ENV} or pass a root holding food-101/") from e
     target_transform = None
     if class_names is not None:
         missing = set(train_data.classes) - set(class_names)
