@@ -44,6 +44,19 @@ def test_committed_outputs_have_no_errors_or_local_paths(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_noisy_metadata_or_dead_widgets(path):
+    """What nbconvert leaves behind that a reader can't use: timestamps, widget state, iframes to a dead server."""
+    book = json.loads(path.read_text())
+    assert "widgets" not in book["metadata"], "saved widget state: strip notebook metadata"
+    for i, cell in enumerate(book["cells"]):
+        assert "execution" not in cell.get("metadata", {}), f"cell {i}: execution timestamps in cell metadata"
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data, f"cell {i}: progress-bar widget output"
+            assert "<iframe" not in _text(data.get("text/html", "")), f"cell {i}: iframe to a server that is gone"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_prose_before_code(path):
     cells = _cells(path)
     assert cells[0]["cell_type"] == "markdown" and _text(cells[0]["source"]).startswith("# ")
