@@ -33,8 +33,8 @@ def plot_loss_curves(results: dict):
     epochs = range(1, len(results["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4))
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-        ax.plot(epochs, results[f"train_{metric}"], label=f"train_{metric}")
-        ax.plot(epochs, results[f"test_{metric}"], label=f"test_{metric}")
+        ax.plot(epochs, results[f"train_{metric}"], marker="o", label=f"train_{metric}")  # markers: 1 epoch still shows
+        ax.plot(epochs, results[f"test_{metric}"], marker="o", label=f"test_{metric}")
         ax.set_title("Loss" if metric == "loss" else "Accuracy")
         ax.set_xlabel("Epochs")
         ax.legend()

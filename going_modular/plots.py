@@ -23,10 +23,11 @@ def plot_speed_vs_accuracy(df: pd.DataFrame, goal_seconds: float = 0.03, path: s
         ax.scatter(group[time_col], group[acc_col], s=group[size_col] * 8, alpha=0.6,
                    facecolors=None if is_trained else "none", edgecolors="black",
                    c=None if not is_trained else [f"C{i}" for i in range(len(group))])
-    for _, row in df.iterrows():
+    for i, (_, row) in enumerate(df.sort_values(time_col).iterrows()):
         note = "" if trained[row.name] else "\n(untrained: accuracy not meaningful)"
+        # Alternate above/below so neighbours (e.g. one model in two runtimes) stay readable.
         ax.annotate(f"{row[label_col]} | {row[size_col]:.0f} MB{note}", (row[time_col], row[acc_col]),
-                    xytext=(8, 8), textcoords="offset points", fontsize=10)
+                    xytext=(8, -22 if i % 2 and row[acc_col] > 0.15 else 8), textcoords="offset points", fontsize=10)
     ax.axvline(goal_seconds, color="red", linestyle="--", label=f"real-time goal: {goal_seconds} s per prediction ({int(1 / goal_seconds)}+ FPS)")
     ax.axhline(goal_acc, color="green", linestyle=":", label=f"accuracy goal: {goal_acc:.0%}")
     ax.set_xlabel("Time per prediction on CPU (seconds)")
@@ -34,7 +35,7 @@ def plot_speed_vs_accuracy(df: pd.DataFrame, goal_seconds: float = 0.03, path: s
     ax.set_title("FoodVision Mini: accuracy vs speed (bubble area = model size)")
     ax.set_xlim(left=0, right=max(df[time_col].max() * 1.3, goal_seconds * 1.5))
     ax.set_ylim(0, 1.05)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below the axes: covers no model
     ax.grid(alpha=0.3)
     if path is not None:
         fig.savefig(path, dpi=100, bbox_inches="tight")
