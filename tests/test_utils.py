@@ -1,5 +1,4 @@
 """Self-describing checkpoints: round trip, and clear errors for missing/mismatched files."""
-import json
 
 import pytest
 import torch
