@@ -5,7 +5,7 @@
     python -m benchmarks.deployment_modes --runtime onnx --threads 2
 
 Measures, on the real pizza/steak/sushi test images:
-- batch scoring throughput (images/s) of `going_modular.batch_predict`;
+- batch scoring throughput (images/s) of `going_modular.deploy.batch_predict`;
 - web-service latency (median / p99, seen by the client) with 50 requests in flight at once,
   against a real uvicorn server in a subprocess;
 - streaming: the sustained FPS the model keeps up with (--block, nothing dropped), and what a
@@ -27,10 +27,10 @@ import httpx
 import numpy as np
 import torch
 
-from going_modular.batch_predict import add_predictor_args, load_predictor, score_folder
+from going_modular.deploy.batch_predict import add_predictor_args, load_predictor, score_folder
 from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
-from going_modular.serve import serve_in_subprocess
-from going_modular.stream import run_stream
+from going_modular.deploy.serve import serve_in_subprocess
+from going_modular.deploy.stream import run_stream
 from going_modular.utils import CheckpointError
 
 COLUMNS = ("mode", "setting", "items", "throughput/s", "median ms", "p99 ms", "dropped")

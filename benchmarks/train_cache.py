@@ -42,7 +42,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     epochs, max_batches = (2, 2) if args.quick else (args.epochs, None)
     rows = [run(args.model, cache, epochs, max_batches) for cache in (False, True)]
-    print(f"| model | cache_features | epochs | seconds | test_acc |\n|---|---|---|---|---|")
+    print("| model | cache_features | epochs | seconds | test_acc |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {args.model} | {r['cache_features']} | {r['epochs']} | {r['seconds']} | {r['test_acc']} |")
     print(f"feature caching speed-up: {rows[0]['seconds'] / rows[1]['seconds']:.1f}x over {epochs} epochs")

@@ -4,8 +4,8 @@
 
 A Space receives only its own folder, but the demos import `going_modular` rather than carrying a
 pasted copy of it. This copies the demo folder (app.py, model.py, requirements.txt, README.md with
-the Spaces front matter, examples/, checkpoint) and, at build time, the `going_modular` package next
-to app.py, where app.py imports it from. Upload the result as the Space's repository.
+the Spaces front matter, examples/, the int8 bundle) and, at build time, the serving half of `going_modular`
+(`going_modular/deploy`, which needs no torch) next to app.py, where app.py imports it from. Upload the result as the Space's repository.
 """
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def demo_names() -> list[str]:
 
 
 def check_demo(src: Path) -> None:
-    """Raise PackageError unless `src` has everything a Space needs, checkpoint included."""
+    """Raise PackageError unless `src` has everything a Space needs, its bundle included."""
     missing = [name for name in REQUIRED if not (src / name).exists()]
-    if not any(src.glob("*.pth")):
-        missing.append("a *.pth checkpoint")
+    if not any(src.glob("*.onnx")):
+        missing.append("a *.onnx bundle (python -m going_modular.export)")
     if missing:
         raise PackageError(f"{src} is missing: {', '.join(missing)}")
     if not (src / "README.md").read_text().startswith("---\n"):
@@ -58,7 +58,10 @@ def build_space(demo: str, out: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         shutil.copytree(src, tmp / "space", ignore=IGNORE)
-        shutil.copytree(PACKAGE_DIR, tmp / "space" / "going_modular", ignore=IGNORE)
+        # Only the serving wing: the Space never imports torch, so the training code stays home.
+        package = tmp / "space" / "going_modular"
+        shutil.copytree(PACKAGE_DIR / "deploy", package / "deploy", ignore=IGNORE)
+        shutil.copy2(PACKAGE_DIR / "__init__.py", package / "__init__.py")
         if out.exists():
             out.rmdir()  # empty (checked above)
         (tmp / "space").rename(out)

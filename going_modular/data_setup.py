@@ -21,6 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 
+from going_modular.deploy.bundle import read_class_names  # noqa: F401  (re-exported: train, evaluate)
+from going_modular.deploy.image import InvalidImageError, load_image
+
 COURSE_DATA_URL = ("https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/"
                    "pizza_steak_sushi_20_percent.zip")
 COURSE_DATA_SHA256 = "10feb9be17a6778d58a770ac4caf56882f4544b5ceef3f5826bfaba82c538131"
@@ -118,7 +121,7 @@ def check_image_folder(root: str | Path) -> None:
 
 def image_loader(path: str):
     """ImageFolder loader: the same decoding as at prediction time, and errors that name the file."""
-    from going_modular.predictions import InvalidImageError, load_image
+    from going_modular.deploy.image import InvalidImageError, load_image
 
     try:
         return load_image(path)
@@ -145,14 +148,6 @@ def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, b
     test_dl = DataLoader(test_data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                          pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
     return train_dl, test_dl, train_data.classes
-
-
-def read_class_names(path: str | Path) -> list[str]:
-    """One class name per line; blank lines ignored; duplicates are an error."""
-    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if not names or len(set(names)) != len(names):
-        raise DataError(f"{path}: expected unique class names, one per line")
-    return names
 
 
 def create_food101_datasets(root: str | Path = "data", transform=None, train_transform=None,

@@ -16,7 +16,8 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from going_modular import data_setup
-from going_modular.predictor import Predictor
+from going_modular.deploy.bundle import BundleError
+from going_modular.predictor import EagerPredictor
 from going_modular.train import build_data
 from going_modular.utils import CheckpointError
 
@@ -39,7 +40,7 @@ def get_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(predictor: Predictor, dataloader, data_class_names: list[str]) -> dict:
+def evaluate(predictor: EagerPredictor, dataloader, data_class_names: list[str]) -> dict:
     """Score `predictor` on a labelled dataloader whose targets index `data_class_names`.
 
     Returns {"n_images", "correct", "accuracy", "per_class": {name: {"n", "correct", "accuracy"}}}.
@@ -49,7 +50,7 @@ def evaluate(predictor: Predictor, dataloader, data_class_names: list[str]) -> d
         raise data_setup.DataError(f"the test data have classes the model was not built for: {unknown}")
     correct, total = Counter(), Counter()
     for X, y in tqdm(dataloader, desc="evaluating"):
-        preds = predictor.probs(X).argmax(dim=1)
+        preds = predictor.probs(X).argmax(1)
         for target, pred in zip(y.tolist(), preds.tolist()):
             name = data_class_names[target]
             total[name] += 1
@@ -62,7 +63,7 @@ def evaluate(predictor: Predictor, dataloader, data_class_names: list[str]) -> d
             "per_class": per_class}
 
 
-def format_report(checkpoint: str, predictor: Predictor, results: dict) -> str:
+def format_report(checkpoint: str, predictor: EagerPredictor, results: dict) -> str:
     """A plain-text table: overall accuracy, then one row per class."""
     width = max(len(c) for c in results["per_class"])
     lines = [f"checkpoint: {checkpoint} ({predictor.arch}, {len(predictor.class_names)} classes)",
@@ -79,10 +80,10 @@ def main(argv=None) -> dict:
     args = get_args(argv)
     try:
         names = data_setup.read_class_names(args.class_names) if args.class_names else None
-        predictor = Predictor(args.checkpoint, class_names=names)
+        predictor = EagerPredictor(args.checkpoint, class_names=names)
         _, test_dl, data_class_names = build_data(args, predictor.transform)
         results = evaluate(predictor, test_dl, data_class_names)
-    except (CheckpointError, data_setup.DataError, OSError) as e:
+    except (CheckpointError, BundleError, data_setup.DataError, OSError) as e:
         raise SystemExit(f"error: {e}") from e
     print(format_report(args.checkpoint, predictor, results))
     return results

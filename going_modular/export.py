@@ -1,45 +1,87 @@
-"""Export a FoodVision checkpoint to ONNX and quantize it to int8, for fast CPU inference.
+"""Export a trained checkpoint as the deployable bundle: one ONNX file, int8 by default, that
+describes itself (see `going_modular.deploy.bundle`) and is served without torch.
 
-Exporter: `torch.onnx.export(..., dynamo=True)`, the torch.export-based exporter (the default
-since torch 2.9; it needs the pip package onnxscript and nothing from the network). We measured
-the alternative, the deprecated TorchScript exporter, on FoodVision Mini: its graph ran about 2x
-slower in ONNX Runtime, because the dynamo exporter's graph optimizer folds more of the model.
+    python -m going_modular.export --checkpoint checkpoints/effnet_lite0_foodvision_mini.pth \
+        --out demos/foodvision_mini/foodvision_mini.int8.onnx
 
-int8: CNNs get static QDQ quantization (weights and activations int8, activation ranges
+The data defaults to what the checkpoint was trained on (recorded in it by `train`): real
+training images calibrate int8, once, here; the test split measures the bundle's accuracy and its
+top-1 agreement with eager PyTorch, and both go into the bundle. Serving never exports,
+quantizes or calibrates.
+
+What the graph does: it takes uint8 RGB pixels (N, H, W, 3), already resized and centre-cropped
+like the training transform, and does the rest (to float, mean/std normalisation, the network)
+itself, so the serving side needs no float image maths of its own.
+
+Exporter: `torch.onnx.export(..., dynamo=True)` (the torch.export-based exporter; it needs the
+pip package onnxscript and no network). The older TorchScript exporter's graph ran about 2x slower
+in ONNX Runtime on FoodVision Mini: the dynamo exporter's optimizer folds more of the model.
+
+int8: CNNs get static QDQ quantization (int8 weights and uint8 activations whose ranges are
 calibrated on real images), which ONNX Runtime runs with integer kernels (VNNI on modern x86).
 ViT gets dynamic quantization of its MatMul/Gemm (Linear) weights: its activations (attention,
 LayerNorm, GELU) have outliers that static ranges clip, and its time is spent in the Linears.
-
-CLI (writes the files `Predictor(runtime="onnx"/"onnx-int8", cache_dir=DIR)` looks for):
-    python -m going_modular.export --checkpoint demos/foodvision_mini/effnet_lite0_foodvision_mini.pth \
-        --out models/onnx --calibration-dir data/pizza_steak_sushi_20_percent/train
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
+import sys
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from going_modular.predictions import load_image
+from going_modular import data_setup
+from going_modular.deploy.bundle import BUNDLE_FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PRECISIONS, BundleError
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.predictor import OnnxPredictor, resize_crop
+from going_modular.utils import CheckpointError, load_model
 
 DEFAULT_OPSET = 18
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Archs whose int8 model uses dynamic (weights-only) quantization; every other arch is a CNN: static.
 DYNAMIC_QUANT_ARCHS = ("vit_b_16",)
 
 
-def input_size(transform) -> int:
-    """The square input size an eval transform produces (its centre-crop size)."""
-    crop = getattr(transform, "crop_size", None)  # torchvision weights' ImageClassification
-    if crop is None:
-        crop = next(t.size for t in transform.transforms if type(t).__name__ == "CenterCrop")
-    return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+class PixelsToLogits(nn.Module):
+    """uint8 (N, H, W, 3) RGB pixels -> logits: ToTensor + Normalize folded into the graph."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        # (x / 255 - mean) / std == (x - 255 mean) / (255 std): one subtract and one divide.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float()
+        return self.model((x - self.mean) / self.std)
+
+
+def input_spec(transform) -> dict:
+    """What the eval transform does, as data: {"size", "resize", "interpolation", "mean", "std"}.
+
+    Knows torchvision's weight presets (ImageClassification) and our Resize/CenterCrop/ToTensor/
+    Normalize compositions; anything else is refused rather than served differently.
+    """
+    def first(value):
+        return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+    if type(transform).__name__ == "ImageClassification":
+        size, resize = first(transform.crop_size), first(transform.resize_size)
+        interpolation, mean, std = transform.interpolation, transform.mean, transform.std
+    else:
+        steps = {type(t).__name__: t for t in getattr(transform, "transforms", [])}
+        if set(steps) != {"Resize", "CenterCrop", "ToTensor", "Normalize"}:
+            raise ValueError(f"cannot describe transform {transform} as a bundle input spec")
+        size, resize = first(steps["CenterCrop"].size), first(steps["Resize"].size)
+        interpolation, mean, std = steps["Resize"].interpolation, steps["Normalize"].mean, steps["Normalize"].std
+    return {"layout": "NHWC", "dtype": "uint8", "size": size, "resize": resize,
+            "interpolation": interpolation.value, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
 def _replace_atomically(write, path: Path) -> Path:
@@ -54,20 +96,17 @@ def _replace_atomically(write, path: Path) -> Path:
     return path
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `model` (eval mode, outputs logits) to one ONNX file with a dynamic batch axis.
-
-    The graph takes "image" (batch, 3, image_size, image_size) float32 and returns "logits";
-    the file is checked with onnx.checker before it replaces `path`.
-    """
+def export_onnx(model: nn.Module, path: str | os.PathLike, spec: dict, opset: int = DEFAULT_OPSET) -> Path:
+    """Export `model` (eval mode, outputs logits) as an fp32 graph from uint8 pixels, dynamic batch axis."""
     import onnx
 
-    model.eval()
-    example = torch.randn(2, 3, image_size, image_size)  # batch 2: a size-1 dim would be specialised
+    wrapped = PixelsToLogits(model, spec["mean"], spec["std"]).eval()
+    size = spec["size"]
+    example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)  # batch 2: 1 would be specialised
     batch = torch.export.Dim("batch", min=1, max=4096)
 
     def write(tmp: Path) -> None:
-        torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=opset,
+        torch.onnx.export(wrapped, (example,), tmp, dynamo=True, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         onnx.checker.check_model(str(tmp))
@@ -75,35 +114,23 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int, opse
     return _replace_atomically(write, Path(path))
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """All image files under `folder` (recursively), sorted for reproducibility."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+class _PixelReader:
+    """ONNX Runtime CalibrationDataReader: real images, preprocessed exactly as serving does."""
 
-
-def calibration_sample(images, n: int = 100, seed: int = 42) -> list:
-    """A reproducible random sample of n images (a folder or a list), spread over all classes."""
-    images = find_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
-    if not images:
-        raise ValueError("no calibration images found")
-    return random.Random(seed).sample(images, min(n, len(images)))
-
-
-class _ImageReader:
-    """ONNX Runtime CalibrationDataReader: feeds preprocessed real images, one at a time."""
-
-    def __init__(self, images, transform):
+    def __init__(self, images, spec: dict):
         self._images = iter(images)
-        self._transform = transform
+        self._spec = spec
 
     def get_next(self) -> dict | None:
         image = next(self._images, None)
         if image is None:
             return None
-        return {INPUT_NAME: self._transform(load_image(image)).unsqueeze(0).numpy()}
+        pixels = resize_crop(load_image(image), self._spec["resize"], self._spec["size"], self._spec["interpolation"])
+        return {INPUT_NAME: pixels[None]}
 
 
-def _float_layers(onnx_path: Path) -> list[str]:
-    """Nodes kept in fp32: the first and last convolutions and the classifier.
+def _float_nodes(onnx_path: Path) -> list[str]:
+    """Nodes kept in fp32: the pixel normalisation, the first and last convolutions, the classifier.
 
     They are the layers most sensitive to 8-bit rounding (the stem sees raw pixels, the last
     layers decide the class) and cost little time: on FoodVision Mini this halves the largest
@@ -111,18 +138,19 @@ def _float_layers(onnx_path: Path) -> list[str]:
     """
     import onnx
 
-    nodes = onnx.load(str(onnx_path)).graph.node
-    convs = [n.name for n in nodes if n.op_type == "Conv"]
-    return convs[:1] + convs[-1:] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    before_stem = [n.name for n in nodes[:convs[0]]] if convs else []
+    return before_stem + [nodes[i].name for i in convs[:1] + convs[-1:]] + \
+        [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
 
 
-def quantize_onnx_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_images=None,
-                       transform=None, dynamic: bool = False) -> Path:
-    """Quantize an fp32 ONNX model to int8.
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_images=None, spec: dict | None = None,
+                  dynamic: bool = False) -> Path:
+    """Quantize an fp32 pixel graph to int8.
 
     dynamic=False (CNNs): static QDQ quantization, per-channel int8 weights and uint8
-    activations whose ranges come from `calibration_images` (paths or images, preprocessed by
-    `transform` exactly as at inference; ~100 real training images are plenty).
+    activations whose ranges come from `calibration_images` (real images; ~100 are plenty).
     dynamic=True (ViT): int8 MatMul/Gemm weights, activations quantized on the fly; no calibration.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
@@ -132,9 +160,8 @@ def quantize_onnx_int8(src: str | os.PathLike, dst: str | os.PathLike, calibrati
     if dynamic:
         return _replace_atomically(lambda tmp: quantize_dynamic(
             src, tmp, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8), dst)
-    if calibration_images is None or transform is None:
-        raise ValueError("static quantization needs calibration_images and their transform")
-    images = list(calibration_images)
+    if not calibration_images or spec is None:
+        raise ValueError("static quantization needs calibration images and the input spec")
     prepared = dst.with_name(f"{dst.name}.{os.getpid()}.prep.tmp")
     try:
         # Shape inference + fusions (Conv+BN...) first, as ONNX Runtime recommends, so the
@@ -143,61 +170,156 @@ def quantize_onnx_int8(src: str | os.PathLike, dst: str | os.PathLike, calibrati
         # uint8 activations x int8 weights: the combination x86 VNNI kernels run fastest
         # (int8 activations measured ~3.5x slower on FoodVision Mini).
         return _replace_atomically(lambda tmp: quantize_static(
-            prepared, tmp, _ImageReader(images, transform), quant_format=QuantFormat.QDQ,
+            prepared, tmp, _PixelReader(calibration_images, spec), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_layers(prepared)), dst)
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_nodes(prepared)), dst)
     finally:
         prepared.unlink(missing_ok=True)
 
 
-def onnx_paths(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """(fp32 path, int8 path) for a checkpoint: named by its content hash, so a retrained
-    checkpoint never picks up a stale export."""
-    checkpoint = Path(checkpoint)
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    stem = Path(out_dir) / f"{checkpoint.stem}-{digest}"
-    return stem.with_suffix(".onnx"), stem.with_suffix(".int8.onnx")
+def write_metadata(path: Path, meta: dict) -> None:
+    """Store the bundle description in the ONNX file's metadata_props (replacing any earlier one)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+    onnx.save(model, str(path))
 
 
-def ensure_onnx(checkpoint, out_dir, model: nn.Module, transform, arch: str, int8: bool = False,
-                calibration_images=None, opset: int = DEFAULT_OPSET) -> Path:
-    """The checkpoint's fp32 (or int8) ONNX file in out_dir, exported/quantized only if missing."""
-    fp32, quantized = onnx_paths(checkpoint, out_dir)
-    if not fp32.is_file():
-        export_onnx(model, fp32, input_size(transform), opset)
-    if not int8:
-        return fp32
-    if not quantized.is_file():
-        if arch in DYNAMIC_QUANT_ARCHS:
-            quantize_onnx_int8(fp32, quantized, dynamic=True)
-        else:
-            quantize_onnx_int8(fp32, quantized, calibration_images, transform)
-    return quantized
+def labelled_images(data: dict, split: str) -> list[tuple[Path, str]]:
+    """[(image path, class name)] of a split: an ImageFolder root (root/split/class/*.jpg), or a
+    Food101 root (root/food-101/meta/split.json), or a course dataset name (downloaded once)."""
+    if data.get("food101_root"):
+        meta_dir = Path(data["food101_root"]) / "food-101"
+        index = meta_dir / "meta" / f"{split}.json"
+        if not index.is_file():
+            raise data_setup.DataError(f"no Food-101 {split} split at {index}")
+        listing = json.loads(index.read_text())
+        return [(meta_dir / "images" / f"{item}.jpg", name) for name in sorted(listing) for item in listing[name]]
+    root = Path(data["data"])
+    if not (root / split).is_dir():
+        url = data_setup.COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", data["data"])
+        root = data_setup.download_data(url, Path(data.get("data_dir") or "data") / data["data"])
+    data_setup.check_image_folder(root / split)
+    return [(p, p.parent.name) for p in sorted((root / split).glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def main(argv=None) -> None:
-    from going_modular.utils import load_model, model_size_mb
+def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: list[tuple[Path, str]],
+            batch_size: int = 32) -> dict:
+    """Accuracy of the bundle on labelled images, and its top-1 agreement with the eager model."""
+    correct = agree = n = 0
+    for i in range(0, len(images), batch_size):
+        chunk = []
+        for path, name in images[i:i + batch_size]:
+            try:
+                chunk.append((load_image(path), name))
+            except InvalidImageError:
+                continue  # an unreadable test image counts for neither
+        if not chunk:
+            continue
+        got = bundle.probs([resize_crop(img, bundle.resize, bundle.size, bundle.interpolation) for img, _ in chunk])
+        with torch.inference_mode():
+            ref = torch.softmax(eager_model(torch.stack([transform(img) for img, _ in chunk])), 1).numpy()
+        preds = got.argmax(1)
+        correct += sum(bundle.class_names[p] == name for p, (_, name) in zip(preds, chunk))
+        agree += int((preds == ref.argmax(1)).sum())
+        n += len(chunk)
+    if n == 0:
+        raise data_setup.DataError("no readable test images to measure the bundle on")
+    return {"test_acc": round(correct / n, 4), "test_images": n, "top1_agreement_with_eager": round(agree / n, 4)}
 
-    parser = argparse.ArgumentParser(description="Export a FoodVision checkpoint to ONNX (fp32 and int8).")
-    parser.add_argument("--checkpoint", required=True, help="a .pth saved by going_modular.utils.save_model")
-    parser.add_argument("--out", required=True, help="output folder (use it as Predictor's cache_dir)")
-    parser.add_argument("--calibration-dir", help="folder of real training images (static int8 of CNNs)")
-    parser.add_argument("--num-calibration", type=int, default=100, help="calibration images to sample")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--no-int8", action="store_true", help="export fp32 only")
-    args = parser.parse_args(argv)
 
-    model, transform, ckpt = load_model(args.checkpoint)
+def sha256sum(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "int8",
+                  data: dict | None = None, num_calibration: int = 100, seed: int = 42,
+                  opset: int = DEFAULT_OPSET, log=print) -> dict:
+    """Checkpoint -> bundle at `out`. Returns the bundle's metadata (also stored inside it).
+
+    data: {"data": course dataset name or ImageFolder root, "data_dir": ...} or {"food101_root": ...};
+    default: what the checkpoint was trained on.
+    """
+    import onnxruntime
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, transform, ckpt = load_model(checkpoint)
     arch = ckpt["arch"]
-    int8 = not args.no_int8
-    if int8 and arch not in DYNAMIC_QUANT_ARCHS and not args.calibration_dir:
-        parser.error(f"{arch} is a CNN: static int8 needs --calibration-dir (or pass --no-int8)")
-    calibration = calibration_sample(args.calibration_dir, args.num_calibration) if args.calibration_dir else None
-    paths = [ensure_onnx(args.checkpoint, args.out, model, transform, arch, opset=args.opset)]
-    if int8:
-        paths.append(ensure_onnx(args.checkpoint, args.out, model, transform, arch, True, calibration, args.opset))
-    for path in [Path(args.checkpoint), *paths]:
-        print(f"{model_size_mb(path):8.2f} MB  {path}")
+    data = data or {k: v for k, v in ckpt.get("info", {}).get("args", {}).items()
+                    if k in ("data", "data_dir", "food101_root")}
+    if not data.get("data") and not data.get("food101_root"):
+        raise data_setup.DataError(f"{checkpoint} does not record its training data: pass --data or --food101-root")
+    spec = input_spec(transform)
+    test = labelled_images(data, "test")
+    meta = {"format": BUNDLE_FORMAT, "arch": arch, "class_names": list(ckpt["class_names"]), "precision": precision,
+            "input": spec, "source": {"checkpoint": checkpoint.name, "sha256": sha256sum(checkpoint)},
+            "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
+    start = time.perf_counter()
+    fp32 = out.with_name(f"{out.name}.{os.getpid()}.fp32.tmp")
+    staged = out.with_name(f"{out.name}.{os.getpid()}.staged.tmp")
+    try:
+        log(f"[export] {checkpoint} ({arch}) -> ONNX fp32")
+        export_onnx(model, fp32, spec, opset)
+        if precision == "fp32":
+            os.replace(fp32, staged)
+        elif arch in DYNAMIC_QUANT_ARCHS:
+            log("[export] int8: dynamic quantization of the Linear layers")
+            quantize_int8(fp32, staged, dynamic=True)
+        else:
+            train = [p for p, _ in labelled_images(data, "train")]
+            calibration = random.Random(seed).sample(train, min(num_calibration, len(train)))
+            log(f"[export] int8: calibrating activation ranges on {len(calibration)} real training images")
+            quantize_int8(fp32, staged, calibration, spec)
+            meta["calibration"] = {"images": len(calibration), "seed": seed, "method": "minmax"}
+        write_metadata(staged, meta)
+        log(f"[export] measuring the bundle on {len(test)} test images")
+        meta["metrics"] = measure(OnnxPredictor(staged), model, transform, test)
+        write_metadata(staged, meta)
+        os.replace(staged, out)
+    finally:
+        fp32.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    m = meta["metrics"]
+    log(f"[export] {out} ({out.stat().st_size / 2**20:.2f} MB, {precision}) in {time.perf_counter() - start:.0f} s: "
+        f"test accuracy {m['test_acc']:.2%} on {m['test_images']} images, "
+        f"top-1 agreement with eager {m['top1_agreement_with_eager']:.2%}")
+    return meta
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a .pth saved by going_modular.train")
+    p.add_argument("--out", type=Path, default=None, help="bundle to write (default: CHECKPOINT.<precision>.onnx)")
+    p.add_argument("--precision", choices=PRECISIONS, default="int8")
+    p.add_argument("--data", default=None, help="course dataset name or folder with train/ and test/ "
+                                                "(default: the checkpoint's training data)")
+    p.add_argument("--data-dir", default="data", help="where a downloaded course dataset is extracted")
+    p.add_argument("--food101-root", default=None, help="a Food101-layout root instead of --data")
+    p.add_argument("--num-calibration", type=int, default=100, help="real training images that calibrate int8")
+    p.add_argument("--seed", type=int, default=42, help="seed of the calibration sample")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = get_args_parser().parse_args(argv)
+    out = args.out or args.checkpoint.with_suffix(f".{args.precision}.onnx")
+    data = None
+    if args.food101_root:
+        data = {"food101_root": args.food101_root}
+    elif args.data:
+        data = {"data": args.data, "data_dir": args.data_dir}
+    try:
+        return export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset)
+    except (CheckpointError, BundleError, data_setup.DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from going_modular.batch_predict import FIELDS, main, score_folder
+from going_modular.deploy.batch_predict import FIELDS, main, score_folder
 from going_modular.predictor import Predictor
 
 

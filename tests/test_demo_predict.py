@@ -8,7 +8,7 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, user_images
-from going_modular import gradio_app
+from going_modular.deploy import gradio_app
 from going_modular.model_builder import create_model
 from going_modular.utils import save_model
 

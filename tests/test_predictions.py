@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from going_modular import predictions
-from going_modular.predictions import InvalidImageError, load_image, pred_and_store, predict
+from going_modular.deploy.image import InvalidImageError, load_image, pred_and_store, predict
 from going_modular.utils import load_model
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import httpx
 import pytest
 
-from going_modular.serve import serve_in_subprocess
+from going_modular.deploy.serve import serve_in_subprocess
 
 CLASSES = ("pizza", "steak", "sushi")
 IMAGES_PER_CLASS = 2
@@ -15,7 +15,7 @@ IMAGES_PER_CLASS = 2
 
 @pytest.fixture(scope="module")
 def server(mini_checkpoint):
-    """Base URL of `python -m going_modular.serve` running on a free port (stopped after the module)."""
+    """Base URL of `python -m going_modular.deploy.serve` running on a free port (stopped after the module)."""
     with serve_in_subprocess(mini_checkpoint) as url:
         yield url
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from going_modular.predictor import Predictor
-from going_modular.stream import Frame, FrameQueue, iter_frame_dir, iter_mjpeg, main, predict_frame, run_stream
+from going_modular.deploy.stream import Frame, FrameQueue, iter_frame_dir, iter_mjpeg, main, predict_frame, run_stream
 
 FRAMES_PER_CLASS = 4
 

@@ -13,7 +13,7 @@ try:
 except ImportError:  # running from the repository: use its going_modular
     sys.path.insert(0, str(HERE.parents[1]))
 
-from going_modular.gradio_app import build_demo, classify, serve
+from going_modular.deploy.gradio_app import build_demo, classify, serve
 
 if __package__:  # imported as demos.foodvision_big.app (the tests)
     from .model import load_predictor

@@ -1,18 +1,19 @@
-"""FoodVision Mini's model: EfficientNet-Lite0 with a 3-class head, loaded from the checkpoint beside this file.
+"""FoodVision Mini's model: the int8 bundle beside this file, served by ONNX Runtime (no torch).
 
-The checkpoint records its architecture and class names, so the network is rebuilt by timm
-without pretrained weights and filled from the file: no network access. The checkpoint was
-trained from the repository root with:
+The bundle records its architecture, class names, preprocessing and measured accuracy, so nothing
+is rebuilt or downloaded at start-up. It was made from the repository root with:
     FOODVISION_DATA_MIRROR=../shared/data python -m going_modular.train --model effnet_lite0 --epochs 10 \
-        --data pizza_steak_sushi_20_percent --out demos/foodvision_mini/effnet_lite0_foodvision_mini.pth
+        --data pizza_steak_sushi_20_percent --out checkpoints/effnet_lite0_foodvision_mini.pth
+    python -m going_modular.export --checkpoint checkpoints/effnet_lite0_foodvision_mini.pth \
+        --out demos/foodvision_mini/foodvision_mini.int8.onnx
 """
 from pathlib import Path
 
-from going_modular import gradio_app
+from going_modular.deploy import gradio_app
 
-CHECKPOINT = Path(__file__).resolve().parent / "effnet_lite0_foodvision_mini.pth"
+BUNDLE = Path(__file__).resolve().parent / "foodvision_mini.int8.onnx"
 
 
-def load_predictor(checkpoint=CHECKPOINT):
-    """The trained FoodVision Mini `Predictor` (raises gradio_app.StartupError if it cannot be loaded)."""
-    return gradio_app.load_predictor(checkpoint)
+def load_predictor(bundle=BUNDLE):
+    """The FoodVision Mini predictor (raises gradio_app.StartupError if it cannot be loaded)."""
+    return gradio_app.load_predictor(bundle)

@@ -1,8 +1,8 @@
 """What every FoodVision Gradio demo shares: load the checkpoint, classify an upload, build and serve the UI.
 
 A demo folder (demos/foodvision_mini, demos/foodvision_big) holds only its configuration: the
-checkpoint, an optional class-names file, its texts and example images. Mini and Big call these
-same functions, so they cannot drift apart, and the predictions come from the shared `Predictor`.
+int8 bundle, an optional class-names file, its texts and example images. Mini and Big call these
+same functions, so they cannot drift apart, and the predictions come from the shared serving predictor.
 """
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from going_modular.data_setup import DataError, read_class_names
-from going_modular.predictions import InvalidImageError
-from going_modular.predictor import Predictor
-from going_modular.utils import CheckpointError
+from going_modular.deploy.bundle import BundleError, read_class_names
+from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.predictor import OnnxPredictor, default_threads
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -26,22 +25,22 @@ UNREADABLE_UPLOAD = "This upload is not an image we can read (JPEG, PNG, WebP, G
 
 
 class StartupError(SystemExit):
-    """The demo cannot start: checkpoint missing or unreadable, or class names that do not match it.
+    """The demo cannot start: bundle missing or unreadable, or class names that do not match it.
 
     A SystemExit, so `python app.py` (and a Hugging Face Space's log) shows this one clear line
     and exits with status 1 instead of printing a traceback.
     """
 
 
-def load_predictor(checkpoint: str | os.PathLike, class_names_file: str | os.PathLike | None = None) -> Predictor:
-    """The demo's `Predictor`; with `class_names_file`, its names must equal the checkpoint's.
+def load_predictor(bundle: str | os.PathLike, class_names_file: str | os.PathLike | None = None) -> OnnxPredictor:
+    """The demo's predictor: its int8 bundle, served by ONNX Runtime (no torch, no network).
 
-    The architecture is rebuilt from the checkpoint without pretrained weights, so no network is used.
+    With `class_names_file`, its names must equal the bundle's. Threads: $FOODVISION_THREADS.
     """
     try:
         names = read_class_names(class_names_file) if class_names_file else None
-        return Predictor(checkpoint, class_names=names)
-    except (CheckpointError, DataError, OSError) as e:
+        return OnnxPredictor(bundle, class_names=names, num_threads=default_threads())
+    except (BundleError, OSError) as e:
         raise StartupError(f"FoodVision demo cannot start: {e}") from e
 
 
@@ -57,7 +56,7 @@ def unsure_message(class_names: list[str]) -> str:
     return f"Not sure this is one of the {len(class_names)} foods this model knows"
 
 
-def classify(predictor: Predictor, image, top_k: int, threshold: float) -> tuple[dict, float, str]:
+def classify(predictor: OnnxPredictor, image, top_k: int, threshold: float) -> tuple[dict, float, str]:
     """One upload (file path, PIL image, array or None) -> ({class: prob} for the top_k, seconds, verdict).
 
     The verdict names the top class, or says the model is not sure when its probability is below

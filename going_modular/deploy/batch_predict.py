@@ -1,6 +1,6 @@
 """Batch scoring: predict every image under a folder and write one CSV row per image.
 
-    python -m going_modular.batch_predict --input photos/ --output predictions.csv
+    python -m going_modular.deploy.batch_predict --input photos/ --output predictions.csv
 
 Rows are `path,label,prob,top3,seconds,error` with `path` relative to --input. The run is
 resumable: images already in the output are skipped, so a re-run after a crash or Ctrl-C
@@ -18,13 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from going_modular.deploy.bundle import BundleError
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
-from going_modular.predictions import InvalidImageError, load_image
-from going_modular.predictor import Predictor
-from going_modular.utils import CheckpointError
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "demos" / "foodvision_mini" / "effnet_lite0_foodvision_mini.pth"
 FIELDS = ["path", "label", "prob", "top3", "seconds", "error"]
 
 
@@ -36,9 +33,9 @@ def find_images(root: Path) -> list[Path]:
     """Every image file under `root` (recursively), in a stable sorted order."""
     if not root.is_dir():
         raise BatchError(f"input folder not found: {root}")
-    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
-        raise BatchError(f"no images found under {root} (looked for {', '.join(IMG_EXTENSIONS)})")
+        raise BatchError(f"no images found under {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return images
 
 
@@ -61,7 +58,7 @@ def format_top3(probs: dict) -> str:
     return ";".join(f"{name}:{p:.4f}" for name, p in list(probs.items())[:3])
 
 
-def predict_each(predictor: Predictor, sources: list, top_k: int | None = None) -> list[dict]:
+def predict_each(predictor: Predicting, sources: list, top_k: int | None = None) -> list[dict]:
     """Predict several images in one forward pass, where any of them may be unreadable.
 
     Each source is decoded on its own, so a bad file only costs its own entry
@@ -79,7 +76,7 @@ def predict_each(predictor: Predictor, sources: list, top_k: int | None = None) 
     return [results[i] for i in range(len(sources))]
 
 
-def score_batch(predictor: Predictor, root: Path, paths: list[Path]) -> list[dict]:
+def score_batch(predictor: Predicting, root: Path, paths: list[Path]) -> list[dict]:
     """CSV rows for one batch of image files."""
     start = time.perf_counter()
     results = predict_each(predictor, paths)
@@ -95,7 +92,7 @@ def score_batch(predictor: Predictor, root: Path, paths: list[Path]) -> list[dic
     return rows
 
 
-def score_folder(predictor: Predictor, input_dir: str | Path, output: str | Path, batch_size: int = 8,
+def score_folder(predictor: Predicting, input_dir: str | Path, output: str | Path, batch_size: int = 8,
                  progress: bool = True) -> dict:
     """Score every image under `input_dir` not yet in `output`; returns a summary dict
     {"total", "skipped", "scored", "errors", "seconds", "images_per_s", "output"}."""
@@ -139,19 +136,6 @@ def score_folder(predictor: Predictor, input_dir: str | Path, output: str | Path
     return summary
 
 
-def add_predictor_args(parser: argparse.ArgumentParser) -> None:
-    """The model options shared by the batch, web-service and stream CLIs."""
-    parser.add_argument("--model", "--checkpoint", dest="model", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="checkpoint (.pth) saved by going_modular.train")
-    parser.add_argument("--runtime", default=None, help="Predictor runtime (default $FOODVISION_RUNTIME or eager)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: all cores; 1 is faster on a machine busy with other work)")
-
-
-def load_predictor(args: argparse.Namespace) -> Predictor:
-    return Predictor(args.model, runtime=args.runtime, num_threads=args.threads)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, type=Path, help="folder of images (searched recursively)")
@@ -160,7 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # activations stop fitting in cache), and a crash loses less. benchmarks/deployment_modes measures it.
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_predictor_args(parser)
+    add_model_args(parser)
     return parser.parse_args(argv)
 
 
@@ -168,9 +152,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         find_images(args.input)  # fail fast on a bad folder, before loading the model
-        predictor = load_predictor(args)
+        predictor = predictor_from_args(args)
         summary = score_folder(predictor, args.input, args.output, args.batch_size, progress=not args.no_progress)
-    except (BatchError, CheckpointError, ValueError, OSError) as e:
+    except (BatchError, BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

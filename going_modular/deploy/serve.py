@@ -1,6 +1,6 @@
 """Web service: FoodVision as a JSON HTTP API (FastAPI + uvicorn).
 
-    python -m going_modular.serve --checkpoint demos/foodvision_mini/effnet_lite0_foodvision_mini.pth \\
+    python -m going_modular.deploy.serve --checkpoint demos/foodvision_mini/effnet_lite0_foodvision_mini.pth \\
         --host 127.0.0.1 --port 8000
 
     curl -F file=@pizza.jpg http://127.0.0.1:8000/predict              # multipart upload
@@ -29,10 +29,10 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
-from going_modular.batch_predict import add_predictor_args, load_predictor, predict_each
-from going_modular.predictions import InvalidImageError
-from going_modular.predictor import Predictor
-from going_modular.utils import CheckpointError
+from going_modular.deploy.batch_predict import predict_each
+from going_modular.deploy.bundle import BundleError
+from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
 MAX_BODY_MB = 20
 MAX_BATCH_FILES = 32
@@ -100,7 +100,7 @@ async def read_upload(request: Request) -> bytes:
     return data
 
 
-def predict_or_4xx(predictor: Predictor, data: bytes, top_k: int | None) -> dict:
+def predict_or_4xx(predictor: Predicting, data: bytes, top_k: int | None) -> dict:
     """Runs in a worker thread: decoding and the forward pass are CPU-bound."""
     try:
         return predictor.predict(data, top_k=top_k)
@@ -108,8 +108,8 @@ def predict_or_4xx(predictor: Predictor, data: bytes, top_k: int | None) -> dict
         raise HTTPException(error_status(e), str(e)) from e
 
 
-def create_app(predictor: Predictor, max_bytes: int = MAX_BODY_MB * 2**20) -> FastAPI:
-    """The FastAPI app around an already-loaded Predictor (loaded once, shared by all requests)."""
+def create_app(predictor: Predicting, max_bytes: int = MAX_BODY_MB * 2**20) -> FastAPI:
+    """The FastAPI app around an already-loaded predictor (loaded once, shared by all requests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -166,7 +166,7 @@ def serve_in_subprocess(checkpoint: str | Path, args: tuple[str, ...] = (), star
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "going_modular.serve", "--checkpoint", str(checkpoint),
+        proc = subprocess.Popen([sys.executable, "-m", "going_modular.deploy.serve", "--checkpoint", str(checkpoint),
                                  "--port", str(port), "--log-level", "warning", *args],
                                 cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -197,7 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-mb", type=float, default=MAX_BODY_MB, help="largest request body accepted")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_predictor_args(parser)
+    add_model_args(parser)
     return parser.parse_args(argv)
 
 
@@ -208,8 +208,8 @@ def main(argv=None) -> int:
     try:
         # Loaded before the server starts, so a bad checkpoint or runtime is a one-line error
         # here rather than a traceback from uvicorn's startup.
-        predictor = load_predictor(args)
-    except (CheckpointError, ValueError) as e:
+        predictor = predictor_from_args(args)
+    except (BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(predictor, int(args.max_mb * 2**20)), host=args.host, port=args.port,

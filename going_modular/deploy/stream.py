@@ -1,8 +1,8 @@
 """Streaming: classify frames as they arrive from a live-like source, never falling behind unboundedly.
 
-    python -m going_modular.stream --source frames/ --fps 30 --output predictions.jsonl
-    python -m going_modular.stream --source clip.mjpeg --fps 25
-    ffmpeg -i /dev/video0 -f mjpeg - | python -m going_modular.stream --source - --fps 0
+    python -m going_modular.deploy.stream --source frames/ --fps 30 --output predictions.jsonl
+    python -m going_modular.deploy.stream --source clip.mjpeg --fps 25
+    ffmpeg -i /dev/video0 -f mjpeg - | python -m going_modular.deploy.stream --source - --fps 0
 
 A producer thread reads JPEG frames from the source (a folder of frames in name order, a Motion
 JPEG file, or MJPEG on stdin) at a target FPS and puts them in a small bounded queue; the model
@@ -27,12 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
-from going_modular.batch_predict import add_predictor_args, load_predictor
-from going_modular.predictions import InvalidImageError
-from going_modular.predictor import Predictor
-from going_modular.utils import CheckpointError
+from going_modular.deploy.bundle import BundleError
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError
+from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
 MJPEG_SUFFIXES = (".mjpeg", ".mjpg")
 RESTART_MARKERS = range(0xD0, 0xD8)  # RST0..RST7: no payload, may appear inside scan data
@@ -115,10 +112,10 @@ def natural_key(path: Path) -> list:
 def iter_frame_dir(folder: Path) -> Iterator[bytes]:
     """The image files of a folder, in natural name order, as encoded bytes (read lazily; the
     folder is listed now so an empty one fails before the model is loaded)."""
-    frames = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS),
+    frames = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
                     key=natural_key)
     if not frames:
-        raise StreamError(f"no frames found in {folder} (looked for {', '.join(IMG_EXTENSIONS)})")
+        raise StreamError(f"no frames found in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return (path.read_bytes() for path in frames)
 
 
@@ -219,7 +216,7 @@ def produce(frames: Iterable[bytes], queue: FrameQueue, fps: float, drop: bool, 
             sink({"frame": dropped.index, "timestamp": round(dropped.timestamp, 4), "dropped": True})
 
 
-def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int | None) -> dict:
+def predict_frame(predictor: Predicting, frame: Frame, start: float, top_k: int | None) -> dict:
     """The JSON record of one frame: its prediction, or the reason it could not be read."""
     record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4)}
     try:
@@ -232,7 +229,7 @@ def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int |
     return record
 
 
-def run_stream(predictor: Predictor, frames: Iterable[bytes], sink: Callable[[dict], None], fps: float = 30.0,
+def run_stream(predictor: Predicting, frames: Iterable[bytes], sink: Callable[[dict], None], fps: float = 30.0,
                queue_size: int = 4, drop: bool = True, top_k: int | None = 3) -> StreamStats:
     """Classify `frames` (any iterable of encoded images, e.g. a camera generator) as they arrive.
 
@@ -298,7 +295,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=4, help="frames that may wait for the model")
     parser.add_argument("--block", action="store_true", help="wait for the model instead of dropping frames")
     parser.add_argument("--top-k", type=int, default=3, help="probabilities kept per frame")
-    add_predictor_args(parser)
+    add_model_args(parser)
     return parser.parse_args(argv)
 
 
@@ -308,7 +305,7 @@ def main(argv=None) -> int:
         if args.fps < 0 or args.queue_size < 1 or args.top_k < 1:
             raise ValueError("--fps must be >= 0, --queue-size and --top-k >= 1")
         frames = open_source(args.source)
-        predictor = load_predictor(args)
+        predictor = predictor_from_args(args)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         try:
             stats = run_stream(predictor, frames, JsonLinesWriter(out), fps=args.fps,
@@ -316,7 +313,7 @@ def main(argv=None) -> int:
         finally:
             if out is not sys.stdout:
                 out.close()
-    except (StreamError, CheckpointError, ValueError, OSError) as e:
+    except (StreamError, BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not stats.produced:

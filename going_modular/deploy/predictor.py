@@ -1,0 +1,169 @@
+"""The serving predictor: a bundle in, predictions out, with ONNX Runtime, NumPy and Pillow only.
+
+Every deployed mode (the Gradio demos, the web service, batch scoring, streaming) calls the same
+`predict` / `predict_batch`, so preprocessing and the model exist once:
+
+    from going_modular.deploy.predictor import load_predictor
+    predictor = load_predictor("demos/foodvision_mini/foodvision_mini.int8.onnx")
+    predictor.predict("pizza.jpg")   # {"label": "pizza", "prob": 0.98, "probs": {...}, "seconds": 0.003}
+
+`load_predictor` also accepts a training checkpoint (.pth): then the eager PyTorch reference
+(`going_modular.predictor.EagerPredictor`, which needs torch) answers through the same interface.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from going_modular.deploy.bundle import INPUT_NAME, BundleError, open_session
+from going_modular.deploy.image import load_image
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE = REPO / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
+THREADS_ENV = "FOODVISION_THREADS"
+log = logging.getLogger(__name__)
+
+INTERPOLATION = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                 "bicubic": Image.Resampling.BICUBIC}
+
+
+def default_threads() -> int | None:
+    """ONNX Runtime intra-op threads: $FOODVISION_THREADS, else None (ONNX Runtime's own choice)."""
+    value = os.environ.get(THREADS_ENV)
+    return int(value) if value else None
+
+
+def resize_crop(img: Image.Image, resize: int, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """torchvision's eval transform `Resize(resize)` + `CenterCrop(size)` on uint8 pixels -> (size, size, 3).
+
+    Same output size rounding and crop offsets as torchvision, and the same Pillow filter, but
+    only the cropped window is resampled (Pillow's `box`): the resized pixels that the crop would
+    throw away are never computed. Pixels differ from torchvision's by float rounding at most
+    (tests/test_bundle.py states the largest difference).
+    """
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize, int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    sx, sy = w / new_w, h / new_h
+    if (new_w, new_h) == (w, h):  # torchvision skips the resize: a plain crop
+        img = img.crop((left, top, left + size, top + size))
+    else:
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        img = img.resize((size, size), INTERPOLATION[interpolation], box=box)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def result_dict(class_names: list[str], p: np.ndarray, seconds: float, top_k: int | None = None) -> dict:
+    """One prediction as every mode reports it: {"label", "prob", "probs" (highest first, top_k), "seconds"}."""
+    order = np.argsort(-p, kind="stable")[: top_k or len(p)]
+    probs = {class_names[i]: float(p[i]) for i in order}
+    label = class_names[int(order[0])]
+    return {"label": label, "prob": probs[label], "probs": probs, "seconds": round(seconds, 5)}
+
+
+class Predicting:
+    """`predict` and `predict_batch` on top of a subclass's `preprocess`, `probs` and `class_names`:
+    shared by the bundle predictor below and the eager PyTorch reference."""
+
+    class_names: list[str]
+
+    def preprocess(self, image):
+        raise NotImplementedError
+
+    def probs(self, items) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, image, top_k: int | None = None) -> dict:
+        """{"label", "prob", "probs" (sorted, top_k), "seconds" (decode + preprocess + forward)}."""
+        start = time.perf_counter()
+        p = self.probs([self.preprocess(image)])[0]
+        return result_dict(self.class_names, p, time.perf_counter() - start, top_k)
+
+    def predict_batch(self, images, top_k: int | None = None) -> list[dict]:
+        """Predict several valid images in one forward pass (seconds = each image's share)."""
+        start = time.perf_counter()
+        p = self.probs([self.preprocess(im) for im in images])
+        per_image = (time.perf_counter() - start) / max(1, len(p))
+        return [result_dict(self.class_names, row, per_image, top_k) for row in p]
+
+
+class OnnxPredictor(Predicting):
+    """A FoodVision bundle (.onnx written by `going_modular.export`) ready to serve.
+
+    Thread-safe without a lock: decoding and resizing run in the caller's thread (Pillow releases
+    the GIL), and ONNX Runtime sessions accept concurrent `run` calls.
+    """
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_BUNDLE, class_names: list[str] | None = None,
+                 num_threads: int | None = None, precision: str | None = None):
+        self.path = Path(path)
+        self.num_threads = num_threads if num_threads is not None else default_threads()
+        self.session, self.meta = open_session(self.path, self.num_threads)
+        self.arch = self.meta["arch"]
+        self.class_names = list(self.meta["class_names"])
+        self.precision = self.meta["precision"]
+        self.runtime = f"onnx-{self.precision}"
+        if precision is not None and precision != self.precision:
+            raise BundleError(f"{self.path} is a {self.precision} bundle but {precision} was asked for; "
+                              f"export one with `python -m going_modular.export --precision {precision}`")
+        if class_names is not None and list(class_names) != self.class_names:
+            raise BundleError(f"class names do not match bundle {self.path}: got {len(class_names)} names "
+                              f"{list(class_names)[:5]}..., the bundle has {len(self.class_names)} "
+                              f"{self.class_names[:5]}...")
+        spec = self.meta["input"]
+        self.size, self.resize, self.interpolation = spec["size"], spec["resize"], spec["interpolation"]
+        if self.interpolation not in INTERPOLATION or self.resize < self.size:
+            raise BundleError(f"{self.path}: unsupported input spec {spec}")
+
+    def __repr__(self) -> str:
+        return f"OnnxPredictor({self.path.name}: {self.arch}, {len(self.class_names)} classes, {self.runtime})"
+
+    def preprocess(self, image) -> np.ndarray:
+        """Any supported image input -> (size, size, 3) uint8 RGB (raises InvalidImageError)."""
+        img = load_image(image, max_side_hint=self.resize)
+        return resize_crop(img, self.resize, self.size, self.interpolation)
+
+    def probs(self, items: list[np.ndarray]) -> np.ndarray:
+        """Softmax probabilities (N, classes) for preprocessed images, in one forward pass."""
+        logits = self.session.run(None, {INPUT_NAME: np.stack(items)})[0]
+        return softmax(logits.astype(np.float32, copy=False))
+
+
+def load_predictor(path: str | os.PathLike = DEFAULT_BUNDLE, class_names: list[str] | None = None,
+                   num_threads: int | None = None):
+    """The predictor for a model file: a bundle (.onnx) is served by ONNX Runtime; a training
+    checkpoint (.pth) by eager PyTorch, the reference (imports torch; logged so it is never silent)."""
+    path = Path(path)
+    if path.suffix in (".pth", ".pt"):
+        from going_modular.predictor import EagerPredictor
+
+        log.warning("serving %s with eager PyTorch (the reference runtime); deploy a bundle from "
+                    "`python -m going_modular.export` for the fast torch-free path", path)
+        return EagerPredictor(path, class_names=class_names, num_threads=num_threads)
+    return OnnxPredictor(path, class_names=class_names, num_threads=num_threads)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model options every serving CLI shares (batch scoring, the web service, streaming)."""
+    parser.add_argument("--model", "--checkpoint", dest="model", type=Path, default=DEFAULT_BUNDLE,
+                        help="bundle (.onnx from going_modular.export; default: the shipped FoodVision Mini "
+                             "int8 bundle) or a training checkpoint (.pth, served by eager PyTorch)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"inference threads (env {THREADS_ENV}; default: one per core)")
+
+
+def predictor_from_args(args: argparse.Namespace):
+    return load_predictor(args.model, num_threads=args.threads)
