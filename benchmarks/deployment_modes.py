@@ -1,8 +1,8 @@
-"""How each deployment mode performs with the same model and the same `Predictor`.
+"""How each deployment mode performs with the same model and the same serving predictor.
 
     python -m benchmarks.deployment_modes            # full: 150 test images, 200 web requests
     python -m benchmarks.deployment_modes --quick    # a smaller, faster run
-    python -m benchmarks.deployment_modes --runtime onnx --threads 2
+    python -m benchmarks.deployment_modes --model checkpoints/effnet_lite0_foodvision_mini.pth   # eager
 
 Measures, on the real pizza/steak/sushi test images:
 - batch scoring throughput (images/s) of `going_modular.deploy.batch_predict`;
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 
-from going_modular.deploy.batch_predict import add_predictor_args, load_predictor, score_folder
 from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
+from going_modular.deploy.batch_predict import score_folder
+from going_modular.deploy.bundle import BundleError
+from going_modular.deploy.predictor import add_model_args, predictor_from_args
 from going_modular.deploy.serve import serve_in_subprocess
 from going_modular.deploy.stream import run_stream
-from going_modular.utils import CheckpointError
 
 COLUMNS = ("mode", "setting", "items", "throughput/s", "median ms", "p99 ms", "dropped")
 
@@ -107,26 +107,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--live-fps", type=float, default=30.0)
-    add_predictor_args(parser)
+    add_model_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     n_images, n_requests = (30, 50) if args.quick else (150, 200)
-    server_args = ("--runtime", args.runtime) if args.runtime else ()
-    server_args += ("--threads", str(args.threads)) if args.threads else ()
+    server_args = ("--threads", str(args.threads)) if args.threads else ()
     try:
         data_dir = download_data(COURSE_DATA_URL, args.data)
         images = sample_images(data_dir, n_images)
-        predictor = load_predictor(args)
-    except (DataError, CheckpointError, ValueError) as e:
+        predictor = predictor_from_args(args)
+    except (DataError, BundleError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     encoded = [p.read_bytes() for p in images]
     predictor.predict_batch(images[:args.batch_size])  # warm-up: the first forward pays one-off setup
     print(f"[INFO] {predictor.arch} ({predictor.runtime}) on {len(images)} real test images; "
-          f"torch threads: {torch.get_num_threads()}", file=sys.stderr)
+          f"threads: {args.threads or 'default'}", file=sys.stderr)
     rows = [measure_batch(predictor, images, args.batch_size),
             measure_service(args.model, encoded, n_requests, args.concurrency, server_args),
             measure_stream(predictor, encoded, fps=0, drop=False),
