@@ -39,7 +39,7 @@ from torch import nn
 from going_modular import data_setup
 from going_modular.deploy.bundle import BUNDLE_FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PRECISIONS, BundleError
 from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
-from going_modular.deploy.predictor import OnnxPredictor, resize_crop
+from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
 from going_modular.utils import CheckpointError, load_model
 
 DEFAULT_OPSET = 18
@@ -125,8 +125,7 @@ class _PixelReader:
         image = next(self._images, None)
         if image is None:
             return None
-        pixels = resize_crop(load_image(image), self._spec["resize"], self._spec["size"], self._spec["interpolation"])
-        return {INPUT_NAME: pixels[None]}
+        return {INPUT_NAME: preprocess_pixels(image, self._spec)[None]}
 
 
 def _float_nodes(onnx_path: Path) -> list[str]:
@@ -214,18 +213,17 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
     for i in range(0, len(images), batch_size):
         chunk = []
         for path, name in images[i:i + batch_size]:
-            try:
-                chunk.append((load_image(path), name))
+            try:  # each path decoded as serving does (bundle.preprocess) and as training did (transform)
+                chunk.append((bundle.preprocess(path), transform(load_image(path)), name))
             except InvalidImageError:
                 continue  # an unreadable test image counts for neither
         if not chunk:
             continue
-        got = bundle.probs([resize_crop(img, bundle.resize, bundle.size, bundle.interpolation) for img, _ in chunk])
+        preds = bundle.probs([pixels for pixels, _, _ in chunk]).argmax(1)
         with torch.inference_mode():
-            ref = torch.softmax(eager_model(torch.stack([transform(img) for img, _ in chunk])), 1).numpy()
-        preds = got.argmax(1)
-        correct += sum(bundle.class_names[p] == name for p, (_, name) in zip(preds, chunk))
-        agree += int((preds == ref.argmax(1)).sum())
+            ref = eager_model(torch.stack([x for _, x, _ in chunk])).argmax(1).numpy()
+        correct += sum(bundle.class_names[p] == name for p, (_, _, name) in zip(preds, chunk))
+        agree += int((preds == ref).sum())
         n += len(chunk)
     if n == 0:
         raise data_setup.DataError("no readable test images to measure the bundle on")

@@ -61,6 +61,18 @@ def resize_crop(img: Image.Image, resize: int, size: int, interpolation: str = "
     return np.asarray(img, dtype=np.uint8)
 
 
+def preprocess_pixels(image, spec: dict) -> np.ndarray:
+    """Any supported image input -> the bundle's input pixels, (size, size, 3) uint8 RGB.
+
+    JPEGs at least twice the resize size are decoded at reduced scale (Pillow `draft`: libjpeg
+    skips the DCT detail it would resize away): 40% faster preprocessing on Food-101's 512-pixel
+    photos, top-1 identical to the training transform on all 150 test images, pixels within 57
+    grey levels of it on the drafted ones (tests/test_bundle.py).
+    """
+    img = load_image(image, max_side_hint=spec["resize"])
+    return resize_crop(img, spec["resize"], spec["size"], spec["interpolation"])
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
@@ -133,8 +145,7 @@ class OnnxPredictor(Predicting):
 
     def preprocess(self, image) -> np.ndarray:
         """Any supported image input -> (size, size, 3) uint8 RGB (raises InvalidImageError)."""
-        img = load_image(image, max_side_hint=self.resize)
-        return resize_crop(img, self.resize, self.size, self.interpolation)
+        return preprocess_pixels(image, self.meta["input"])
 
     def probs(self, items: list[np.ndarray]) -> np.ndarray:
         """Softmax probabilities (N, classes) for preprocessed images, in one forward pass."""
