@@ -12,7 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FOODVISION_DATA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
-MINI_CHECKPOINT = ROOT / "demos" / "foodvision_mini" / "effnet_lite0_foodvision_mini.pth"
+MINI_CHECKPOINT = ROOT / "checkpoints" / "effnet_lite0_foodvision_mini.pth"
 
 
 @pytest.fixture(scope="session")
