@@ -10,12 +10,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from going_modular.data_setup import download_data  # noqa: F401  (re-export for the notebooks)
-from going_modular.predictions import pred_and_plot_image  # noqa: F401
-from going_modular.utils import set_seeds  # noqa: F401
+from going_modular.data_setup import download_data
+from going_modular.predictions import pred_and_plot_image
+from going_modular.utils import set_seeds
 
-__all__ = ["download_data", "pred_and_plot_image", "set_seeds", "walk_through_dir",
-           "plot_loss_curves", "plot_predictions"]
+# re-exported for the notebooks (the course imports them from helper_functions)
+__all__ = ["download_data", "pred_and_plot_image", "set_seeds", "walk_through_dir", "plot_loss_curves"]
 
 
 def walk_through_dir(dir_path: str | Path) -> list[tuple[str, int, int]]:
@@ -38,15 +38,4 @@ def plot_loss_curves(results: dict):
         ax.set_title("Loss" if metric == "loss" else "Accuracy")
         ax.set_xlabel("Epochs")
         ax.legend()
-    return fig
-
-
-def plot_predictions(train_data, train_labels, test_data, test_labels, predictions=None):
-    """Scatter training data, test data and (optionally) predictions: the course's linear-regression plot."""
-    fig = plt.figure(figsize=(10, 7))
-    plt.scatter(train_data, train_labels, c="b", s=4, label="Training data")
-    plt.scatter(test_data, test_labels, c="g", s=4, label="Testing data")
-    if predictions is not None:
-        plt.scatter(test_data, predictions, c="r", s=4, label="Predictions")
-    plt.legend(prop={"size": 14})
     return fig

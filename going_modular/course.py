@@ -10,21 +10,30 @@ import json
 import os
 from pathlib import Path
 
-from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.data_setup import COURSE_DATA_URL, download_data, take_batches
 from going_modular.model_builder import WeightsUnavailableError, create_model
+from going_modular.utils import get_device
 
 DATA_DIR = Path("data")
 MODELS_DIR = Path("models")
 FAST = os.environ.get("FOODVISION_FAST", "0") == "1"
 EPOCHS = 1 if FAST else 10
 BATCH_SIZE = 8 if FAST else 32
-MAX_BATCHES = 2 if FAST else None  # batches per epoch in fast mode
+MAX_BATCHES = 2 if FAST else None  # batches of data per split in fast mode
 SEED = 42
+# One device for training, evaluation and prediction: the GPU when there is one (Colab), else the CPU;
+# $FOODVISION_DEVICE overrides it. Speed is always measured on the CPU, the device we deploy to.
+DEVICE = get_device(os.environ.get("FOODVISION_DEVICE") or None)
+
+
+def fast(dataloader):
+    """In fast mode, the same loader over MAX_BATCHES batches of its data; otherwise the loader itself."""
+    return take_batches(dataloader, MAX_BATCHES, SEED)
 
 
 def get_course_data() -> Path:
     """pizza_steak_sushi_20_percent under data/ (course URL, or $FOODVISION_DATA_MIRROR offline)."""
-    return download_data(COURSE_DATA_URL, DATA_DIR / "pizza_steak_sushi_20_percent")
+    return download_data(COURSE_DATA_URL, "pizza_steak_sushi_20_percent", data_dir=DATA_DIR)
 
 
 def pretrained_or_untrained(name: str, num_classes: int):
@@ -39,7 +48,8 @@ def pretrained_or_untrained(name: str, num_classes: int):
     except WeightsUnavailableError as e:
         if not FAST:
             raise
-        print(f"[OFFLINE] {e}\n[FAST MODE] Continuing with weights=None: every number below is UNTRAINED, not a result.")
+        print(f"[OFFLINE] {e}\n[FAST MODE] Continuing with weights=None: every number below is UNTRAINED, "
+              "not a result.")
         model, transforms = create_model(name, num_classes=num_classes, weights=None, seed=SEED)
         return model, transforms, False
 

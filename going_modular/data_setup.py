@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, RandomSampler, Subset, random_split
 from torchvision import datasets
 
 from going_modular.deploy.bundle import read_class_names  # noqa: F401  (re-exported: train, evaluate)
@@ -68,15 +68,20 @@ def sha256sum(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "data/pizza_steak_sushi_20_percent",
-                  sha256: str | None = None, remove_source: bool = True) -> Path:
+def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "pizza_steak_sushi_20_percent",
+                  remove_source: bool = True, sha256: str | None = None, data_dir: str | Path = "data") -> Path:
     """Fetch a zip (URL, local path or file:// URL) and extract it into `destination`, once.
 
-    Idempotent: if `destination` already holds files, nothing is fetched. The zip is verified
-    (optional sha256, zip integrity) and extracted into a temporary folder that is renamed into
-    place only on success, so a failure never leaves a half-extracted dataset behind.
+    As in the course, a bare name goes under `data_dir` ("pizza_steak_sushi_20_percent" ->
+    data/pizza_steak_sushi_20_percent); a path with a folder in it is used as given. Idempotent:
+    if the destination already holds files, nothing is fetched. The zip is verified (optional
+    sha256, zip integrity) and extracted into a temporary folder that is renamed into place only
+    on success, so a failure never leaves a half-extracted dataset behind. remove_source=False
+    keeps the fetched zip beside the destination (the course deletes it by default).
     """
     destination = Path(destination)
+    if len(destination.parts) == 1:
+        destination = Path(data_dir) / destination
     if destination.is_dir() and any(destination.iterdir()):
         print(f"[INFO] {destination} exists, skipping download.")
         return destination
@@ -101,6 +106,8 @@ def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "data
         if destination.exists():
             destination.rmdir()  # empty (checked above)
         extract_dir.rename(destination)
+        if not remove_source:
+            zip_path.rename(destination.parent / Path(urllib.parse.urlparse(resolved).path).name)
     print(f"[INFO] Extracted to {destination}")
     return destination
 
@@ -121,8 +128,6 @@ def check_image_folder(root: str | Path) -> None:
 
 def image_loader(path: str):
     """ImageFolder loader: the same decoding as at prediction time, and errors that name the file."""
-    from going_modular.deploy.image import InvalidImageError, load_image
-
     try:
         return load_image(path)
     except InvalidImageError as e:
@@ -175,6 +180,27 @@ def create_food101_datasets(root: str | Path = "data", transform=None, train_tra
     train_data.target_transform = target_transform
     test_data = datasets.Food101(root, split="test", transform=transform, target_transform=target_transform)
     return train_data, test_data, list(class_names or train_data.classes)
+
+
+def split_dataset(dataset, split_size: float = 0.2, seed: int = 42):
+    """The course's split: two seeded random splits, of `split_size` and the rest of `dataset`."""
+    length_1 = int(len(dataset) * split_size)
+    return random_split(dataset, [length_1, len(dataset) - length_1], generator=torch.Generator().manual_seed(seed))
+
+
+def take_batches(dataloader: DataLoader, n_batches: int | None, seed: int = 42) -> DataLoader:
+    """The same loader over a seeded random `n_batches` batches' worth of its samples (fast mode);
+    itself if n_batches is None. Limiting the data rather than the loops keeps a `max_batches`
+    out of every training signature; a random draw (not the first files) keeps every class in it.
+    """
+    if n_batches is None:
+        return dataloader
+    n = min(len(dataloader.dataset), n_batches * dataloader.batch_size)
+    picked = sorted(torch.randperm(len(dataloader.dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+    shuffle = isinstance(dataloader.sampler, RandomSampler)
+    return DataLoader(Subset(dataloader.dataset, picked), batch_size=dataloader.batch_size, shuffle=shuffle,
+                      num_workers=dataloader.num_workers, generator=dataloader.generator,
+                      pin_memory=dataloader.pin_memory, persistent_workers=dataloader.persistent_workers)
 
 
 def split_subset(dataset, fraction: float = 0.2, seed: int = 42) -> Subset:

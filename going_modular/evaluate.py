@@ -1,43 +1,36 @@
 """Measure a trained checkpoint on a real test split: accuracy, per-class accuracy, number of images.
 
 FoodVision Mini on the course test split (fetched by download_data; offline, set FOODVISION_DATA_MIRROR):
-    python -m going_modular.evaluate --checkpoint demos/foodvision_mini/effnet_lite0_foodvision_mini.pth
+    python -m going_modular.evaluate --checkpoint checkpoints/effnet_lite0_foodvision_mini.pth
 FoodVision Big on any Food101-layout root:
-    python -m going_modular.evaluate --checkpoint demos/foodvision_big/effnet_lite0_foodvision_big.pth \
+    python -m going_modular.evaluate --checkpoint checkpoints/effnet_lite0_foodvision_big.pth \
         --food101-root ../shared/data/food101_mini
-Images go through the same `Predictor` the demos serve, so this is the demos' accuracy. Predictions
-are compared with the true labels by class name, so a 101-way head can be scored on a 23-class subset.
+Images go through `EagerPredictor`, the eager PyTorch reference every exported bundle is checked
+against. Predictions are compared with the true labels by class name, so a 101-way head can be
+scored on a 23-class subset. --device picks where it runs (default: cuda when available).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from tqdm.auto import tqdm
 
 from going_modular import data_setup
-from going_modular.deploy.bundle import BundleError
+from going_modular.deploy import cli
 from going_modular.predictor import EagerPredictor
-from going_modular.train import build_data
-from going_modular.utils import CheckpointError
+from going_modular.train import add_data_args, build_data
+from going_modular.utils import get_device
 
 
-def get_args(argv=None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint saved by going_modular (e.g. by train)")
-    p.add_argument("--data", default="pizza_steak_sushi_20_percent",
-                   help="course dataset name (fetched from the course URL or $FOODVISION_DATA_MIRROR) "
-                        "or a folder with train/ and test/ ImageFolders")
-    p.add_argument("--data-dir", default="data", help="where downloaded datasets are extracted")
-    p.add_argument("--food101-root", default=None, help="evaluate on torchvision Food101's test split from this root")
-    p.add_argument("--subset", type=float, default=1.0, help="fraction of each Food101 class to use (e.g. 0.2)")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
+                   help="a checkpoint saved by going_modular (e.g. by train)")
     p.add_argument("--class-names", default=None, help="class-names file that must match the checkpoint's")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=data_setup.NUM_WORKERS)
-    p.add_argument("--seed", type=int, default=42, help="seed of the --subset draw")
-    # build_data (shared with train) reads this too; evaluation never downloads the 5 GB Food-101.
-    p.set_defaults(food101_download=False)
-    return p.parse_args(argv)
+    add_data_args(p)
+    return p
 
 
 def evaluate(predictor: EagerPredictor, dataloader, data_class_names: list[str]) -> dict:
@@ -51,7 +44,7 @@ def evaluate(predictor: EagerPredictor, dataloader, data_class_names: list[str])
     correct, total = Counter(), Counter()
     for X, y in tqdm(dataloader, desc="evaluating"):
         preds = predictor.probs(X).argmax(1)
-        for target, pred in zip(y.tolist(), preds.tolist()):
+        for target, pred in zip(y.tolist(), preds.tolist(), strict=True):
             name = data_class_names[target]
             total[name] += 1
             correct[name] += predictor.class_names[pred] == name
@@ -76,18 +69,20 @@ def format_report(checkpoint: str, predictor: EagerPredictor, results: dict) -> 
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = get_args(argv)
-    try:
-        names = data_setup.read_class_names(args.class_names) if args.class_names else None
-        predictor = EagerPredictor(args.checkpoint, class_names=names)
-        _, test_dl, data_class_names = build_data(args, predictor.transform)
-        results = evaluate(predictor, test_dl, data_class_names)
-    except (CheckpointError, BundleError, data_setup.DataError, OSError) as e:
-        raise SystemExit(f"error: {e}") from e
+def run_evaluation(args: argparse.Namespace) -> dict:
+    """Load the checkpoint, score it on the test split `args` name, print the report; returns the results."""
+    names = data_setup.read_class_names(args.class_names) if args.class_names else None
+    predictor = EagerPredictor(args.checkpoint, class_names=names, device=get_device(args.device))
+    _, test_dl, data_class_names = build_data(args, predictor.transform)
+    results = evaluate(predictor, test_dl, data_class_names)
     print(format_report(args.checkpoint, predictor, results))
     return results
 
 
+def main(argv=None) -> int:
+    run_evaluation(get_args_parser().parse_args(argv))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -1,6 +1,7 @@
 """Making predictions with a PyTorch model, the course's way: `predict`, `pred_and_store` and
 `pred_and_plot_image`. Images are opened by the serving wing's `load_image`, so a photo is decoded
-the same way in training, in these helpers and in every deployed mode.
+the same way in training, in these helpers and in every deployed mode. `device` defaults to the
+device the model is on, so a model moved to the GPU once is used there.
 """
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.transforms import functional as F
 
-from going_modular.deploy.image import InvalidImageError, load_image  # noqa: F401  (re-exported)
+from going_modular.deploy.image import load_image
+
+
+def _device_of(model: nn.Module, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def apply_transform(transform, img: Image.Image) -> torch.Tensor:
+    """`transform(img)` for the PIL-expecting transforms (the models' own, ImageFolder's); a transform
+    that wants a tensor (the course's helper feeds `read_image(path) / 255`) gets that float tensor."""
+    try:
+        x = transform(img)
+    except TypeError:  # e.g. T.Normalize without T.ToTensor: "tensor should be a torch tensor"
+        x = None
+    return x if isinstance(x, torch.Tensor) else transform(F.to_tensor(img))
 
 
 @torch.inference_mode()
@@ -21,16 +38,16 @@ def predict_probs(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 def predict(img, model: nn.Module, transform, class_names: list[str],
-            device: torch.device | str = "cpu") -> tuple[dict, float]:
+            device: torch.device | str | None = None) -> tuple[dict, float]:
     """Predict one image. Returns ({class_name: prob}, seconds taken)."""
     start = time.perf_counter()
-    x = transform(load_image(img)).unsqueeze(0).to(device)
+    x = apply_transform(transform, load_image(img)).unsqueeze(0).to(_device_of(model, device))
     probs = predict_probs(model, x)[0].cpu()
-    return {c: float(p) for c, p in zip(class_names, probs)}, round(time.perf_counter() - start, 5)
+    return {c: float(p) for c, p in zip(class_names, probs, strict=True)}, round(time.perf_counter() - start, 5)
 
 
 def pred_and_store(paths, model: nn.Module, transform, class_names: list[str],
-                   device: torch.device | str = "cpu") -> list[dict]:
+                   device: torch.device | str | None = None) -> list[dict]:
     """Predict each image path; the true class is its parent folder's name.
 
     Returns one dict per image: image_path, class_name, pred_class, pred_prob, correct,
@@ -38,6 +55,7 @@ def pred_and_store(paths, model: nn.Module, transform, class_names: list[str],
     """
     from tqdm.auto import tqdm
 
+    device = _device_of(model, device)
     model.to(device).eval()
     results = []
     for path in tqdm(list(paths), desc="predicting"):
@@ -51,7 +69,7 @@ def pred_and_store(paths, model: nn.Module, transform, class_names: list[str],
 
 
 def pred_and_plot_image(model: nn.Module, image_path, class_names: list[str], transform=None,
-                        image_size: tuple[int, int] = (224, 224), device: torch.device | str = "cpu"):
+                        image_size: tuple[int, int] = (224, 224), device: torch.device | str | None = None):
     """Predict an image and plot it with the predicted label and probability as the title."""
     import matplotlib.pyplot as plt
     from torchvision import transforms as T
@@ -60,6 +78,7 @@ def pred_and_plot_image(model: nn.Module, image_path, class_names: list[str], tr
         transform = T.Compose([T.Resize(image_size), T.ToTensor(),
                                T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
     img = load_image(image_path)
+    device = _device_of(model, device)
     probs, _ = predict(img, model.to(device), transform, class_names, device)
     label = max(probs, key=probs.get)
     plt.figure()

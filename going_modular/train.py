@@ -1,47 +1,70 @@
 """Train a FoodVision feature extractor from the command line.
 
 Defaults reproduce the shipped FoodVision Mini model:
-    python -m going_modular.train --model effnet_lite0 --epochs 10 \
+    python -m going_modular.train --arch effnet_lite0 --epochs 10 \\
         --data pizza_steak_sushi_20_percent --out models/effnet_lite0_foodvision_mini.pth
 Food-101 (any Food101-layout root):
-    python -m going_modular.train --model effnet_lite0 --food101-root ../shared/data/food101_mini \
+    python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_mini \\
         --class-names ../shared/data/food101_classes.txt --label-smoothing 0.1 --out models/big.pth
+The course's script mode works too: `python going_modular/train.py ...`.
+The checkpoint is a plain state_dict; its metadata and metrics go to the .json beside it.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
-import torch
+if __package__ in (None, ""):  # `python going_modular/train.py`: make the package importable, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from going_modular import data_setup, engine, model_builder, utils
+import torch  # noqa: E402  (after the script-mode path fix above)
+
+from going_modular import data_setup, engine, model_builder, utils  # noqa: E402
+from going_modular.deploy import cli  # noqa: E402
 
 
-def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="effnet_lite0", choices=model_builder.MODEL_NAMES)
-    p.add_argument("--weights", default="DEFAULT", help="'DEFAULT' (ImageNet) or 'none' (random init)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=42)
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Where the images come from: shared by train and evaluate."""
     p.add_argument("--data", default="pizza_steak_sushi_20_percent",
                    help="course dataset name (fetched from the course URL or $FOODVISION_DATA_MIRROR) "
                         "or a folder with train/ and test/ ImageFolders")
     p.add_argument("--data-dir", default="data", help="where downloaded datasets are extracted")
-    p.add_argument("--food101-root", default=None, help="train on torchvision Food101 from this root instead")
-    p.add_argument("--food101-download", action="store_true", help="download full Food-101 (5 GB) into --food101-root")
-    p.add_argument("--subset", type=float, default=1.0, help="fraction of each Food101 split (e.g. 0.2)")
+    p.add_argument("--food101-root", default=None, help="use torchvision Food101 from this root instead")
+    p.add_argument("--subset", type=float, default=1.0, help="fraction of each Food101 class to use (e.g. 0.2)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=data_setup.NUM_WORKERS)
+    p.add_argument("--seed", type=int, default=42, help="seed of the shuffling, the --subset draw and the head")
+    p.add_argument("--max-batches", type=int, default=None,
+                   help="use only this many batches of data per split (fast mode)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    # build_data reads this; only train offers the 5 GB download
+    p.set_defaults(food101_download=False)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="effnet_lite0", choices=model_builder.MODEL_NAMES)
+    p.add_argument("--weights", default="DEFAULT", help="'DEFAULT' (ImageNet) or 'none' (random init)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    add_data_args(p)
+    p.add_argument("--food101-download", action="store_true",
+                   help="download full Food-101 (5 GB) into --food101-root")
     p.add_argument("--class-names", default=None, help="class-names file for the head (e.g. all 101 Food-101 names)")
     p.add_argument("--no-cache-features", dest="cache_features", action="store_false",
                    help="run the backbone every epoch instead of caching its features")
-    p.add_argument("--max-batches", type=int, default=None, help="limit batches per epoch (fast mode)")
-    p.add_argument("--num-workers", type=int, default=data_setup.NUM_WORKERS)
     p.add_argument("--out", default="models/effnet_lite0_foodvision_mini.pth")
-    return p.parse_args(argv)
+    return p
+
+
+def food101_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = data_setup.NUM_WORKERS,
+                   seed: int = 42) -> torch.utils.data.DataLoader:
+    """A DataLoader over (a subset of) Food101, seeded like create_dataloaders' (train CLI and notebook 08)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def build_data(args, transform):
@@ -53,43 +76,48 @@ def build_data(args, transform):
         if args.subset < 1:
             train_data = data_setup.split_subset(train_data, args.subset, args.seed)
             test_data = data_setup.split_subset(test_data, args.subset, args.seed)
-        g = torch.Generator().manual_seed(args.seed)
-        mk = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle,
-                                                             num_workers=args.num_workers, generator=g)
-        return mk(train_data, True), mk(test_data, False), class_names
-    root = Path(args.data)
-    if not (root / "train").is_dir():
-        url = data_setup.COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", args.data)
-        root = data_setup.download_data(url, Path(args.data_dir) / args.data)
-    return data_setup.create_dataloaders(root / "train", root / "test", transform,
-                                         batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed)
+        train_dl, test_dl = (food101_loader(ds, args.batch_size, shuffle, args.num_workers, args.seed)
+                             for ds, shuffle in ((train_data, True), (test_data, False)))
+    else:
+        root = Path(args.data)
+        if not (root / "train").is_dir():
+            url = data_setup.COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", args.data)
+            root = data_setup.download_data(url, args.data, data_dir=args.data_dir)
+        train_dl, test_dl, class_names = data_setup.create_dataloaders(
+            root / "train", root / "test", transform, batch_size=args.batch_size, num_workers=args.num_workers,
+            seed=args.seed)
+    return (data_setup.take_batches(train_dl, args.max_batches, args.seed),
+            data_setup.take_batches(test_dl, args.max_batches, args.seed), class_names)
 
 
-def main(argv=None) -> dict:
-    args = get_args(argv)
+def train(args: argparse.Namespace) -> dict:
+    """Train as `args` say, save the checkpoint (+ .json metadata); returns the metadata's info dict."""
     utils.set_seeds(args.seed)
+    device = utils.get_device(args.device)
     weights = None if args.weights.lower() == "none" else args.weights
     # The head size depends on the data, so read the classes first with the model's transforms.
-    _, transform = model_builder.create_model(args.model, num_classes=1, weights=None)
+    _, transform = model_builder.create_model(args.arch, num_classes=1, weights=None)
     train_dl, test_dl, class_names = build_data(args, transform)
-    model, _ = model_builder.create_model(args.model, num_classes=len(class_names), weights=weights, seed=args.seed)
+    model, _ = model_builder.create_model(args.arch, num_classes=len(class_names), weights=weights, seed=args.seed)
     optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.lr)
     start = time.perf_counter()
-    results = engine.train(model, train_dl, test_dl, optimizer, epochs=args.epochs,
-                           label_smoothing=args.label_smoothing, cache_features=args.cache_features,
-                           max_batches=args.max_batches, seed=args.seed)
+    results = engine.train(model, train_dl, test_dl, optimizer, epochs=args.epochs, device=device,
+                           label_smoothing=args.label_smoothing, cache_features=args.cache_features, seed=args.seed)
     seconds = time.perf_counter() - start
+    info = {"args": vars(args), "device": str(device), "results": results, "train_seconds": round(seconds, 2),
+            "pretrained": weights is not None, "test_acc": results["test_acc"][-1],
+            "test_loss": results["test_loss"][-1], "parameters": utils.count_parameters(model)}
     out = Path(args.out)
-    info = {"args": vars(args), "results": results, "train_seconds": round(seconds, 2),
-            "pretrained": weights is not None}
-    utils.save_model(model, out.parent, out.name, class_names, arch=args.model, extra={"info": info})
-    metrics = {**info, "test_acc": results["test_acc"][-1], "test_loss": results["test_loss"][-1],
-               "parameters": utils.count_parameters(model), "size_mb": round(utils.model_size_mb(out), 2),
-               "class_names": class_names}
-    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
-    print(f"[INFO] test_acc {metrics['test_acc']:.4f} | {metrics['size_mb']} MB | {seconds:.1f}s | metrics: {out.with_suffix('.json')}")
-    return metrics
+    utils.save_model(model, out.parent, out.name, class_names, arch=args.arch, info=info)
+    print(f"[INFO] test_acc {info['test_acc']:.4f} | {utils.model_size_mb(out):.1f} MB | {seconds:.1f}s on "
+          f"{device} | metadata: {utils.sidecar_path(out)}")
+    return info
+
+
+def main(argv=None) -> int:
+    train(get_args_parser().parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

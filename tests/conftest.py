@@ -13,19 +13,28 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FOODVISION_DATA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 MINI_CHECKPOINT = ROOT / "checkpoints" / "effnet_lite0_foodvision_mini.pth"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(reason: str):
+    """A resource a test needs is missing: a clear skip for a learner, a hard failure in CI (CI=true),
+    where everything must run. Use it for the data mirror, Chromium, a GPU-only check..."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: every test must run)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "pizza_steak_sushi_20_percent.zip").is_file():
-        pytest.fail(f"real data mirror not found at {SHARED_DATA} (set FOODVISION_DATA_MIRROR)")
+        unavailable(f"real data mirror not found at {SHARED_DATA} (set FOODVISION_DATA_MIRROR)")
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def pss_dir(shared_data, tmp_path_factory) -> Path:
     """The real pizza_steak_sushi_20_percent dataset, extracted by the project's own download_data."""
-    from going_modular.data_setup import download_data, COURSE_DATA_URL
+    from going_modular.data_setup import COURSE_DATA_URL, download_data
 
     os.environ.setdefault("FOODVISION_DATA_MIRROR", str(shared_data))
     return download_data(COURSE_DATA_URL, tmp_path_factory.mktemp("data") / "pizza_steak_sushi_20_percent")

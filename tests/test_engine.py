@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from going_modular import engine
-from going_modular.data_setup import create_dataloaders, image_loader
+from going_modular.data_setup import create_dataloaders, image_loader, take_batches
 from going_modular.model_builder import create_model
 from going_modular.utils import set_seeds
 
@@ -37,7 +37,8 @@ def test_cached_features_match_full_training(synthetic_dir):
         model, train_dl, test_dl = _model_and_loaders(synthetic_dir, shuffle=False)
         model.classifier[0].p = 0.0
         opt = torch.optim.SGD(model.classifier.parameters(), lr=0.1)
-        runs.append(engine.train(model, train_dl, test_dl, opt, epochs=2, cache_features=cache))
+        runs.append(engine.train(model, take_batches(train_dl, 2), take_batches(test_dl, 1), opt, epochs=2,
+                                 cache_features=cache))
     for key in runs[0]:
         assert runs[0][key] == pytest.approx(runs[1][key], abs=1e-4), key
 
@@ -47,18 +48,37 @@ def test_frozen_backbone_batchnorm_stats_do_not_drift(synthetic_dir):
     bn = model.bn1
     before = bn.running_mean.clone()
     opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
-    engine.train_step(model, train_dl, torch.nn.CrossEntropyLoss(), opt, max_batches=2)
+    engine.train_step(model, take_batches(train_dl, 2), torch.nn.CrossEntropyLoss(), opt)
     assert torch.equal(bn.running_mean, before)
     assert model.classifier.training  # the head itself is in training mode (dropout on)
 
 
-def test_label_smoothing_and_max_batches(synthetic_dir):
-    model, train_dl, test_dl = _model_and_loaders(synthetic_dir)
-    opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
-    results = engine.train(model, train_dl, test_dl, opt, epochs=1, label_smoothing=0.1, max_batches=1)
-    assert len(results["train_loss"]) == 1
-    # one batch of 16 seen: accuracy is a multiple of 1/16
-    assert (results["train_acc"][0] * 16) == pytest.approx(round(results["train_acc"][0] * 16))
+def test_label_smoothing_applies_whichever_way_the_loss_is_given(synthetic_dir):
+    """train(label_smoothing=0.1) and train(loss_fn=CrossEntropyLoss(), label_smoothing=0.1) give the same
+    numbers, and both differ from no smoothing: the given loss is no longer silently left unsmoothed."""
+    runs = {}
+    for key, loss_fn, smoothing in (("default", None, 0.1), ("given", torch.nn.CrossEntropyLoss(), 0.1),
+                                    ("none", torch.nn.CrossEntropyLoss(), 0.0)):
+        model, train_dl, test_dl = _model_and_loaders(synthetic_dir, shuffle=False)
+        opt = torch.optim.SGD(model.classifier.parameters(), lr=0.1)
+        model.classifier[0].p = 0.0
+        runs[key] = engine.train(model, take_batches(train_dl, 1), take_batches(test_dl, 1), opt, loss_fn,
+                                 epochs=1, device="cpu", label_smoothing=smoothing, cache_features=True)
+    assert runs["default"] == runs["given"]
+    assert runs["default"]["train_loss"] != runs["none"]["train_loss"]
+    with pytest.raises(ValueError, match="label_smoothing needs nn.CrossEntropyLoss"):
+        engine.smoothed(torch.nn.NLLLoss(), 0.1)
+
+
+def test_take_batches_limits_the_data_not_the_loop(synthetic_dir):
+    """Fast mode: a loader over 1 batch worth of a seeded random draw (every class can be in it)."""
+    _, train_dl, _ = _model_and_loaders(synthetic_dir)
+    one = take_batches(train_dl, 1)
+    assert len(one) == 1 and len(one.dataset) == 16
+    assert one.dataset.indices == take_batches(train_dl, 1).dataset.indices  # seeded
+    labels = {train_dl.dataset.targets[i] for i in one.dataset.indices}
+    assert len(labels) > 1  # not the first 16 files, which are all one class
+    assert take_batches(train_dl, None) is train_dl
 
 
 def test_cache_refuses_unfrozen_backbone(synthetic_dir):

@@ -30,11 +30,6 @@ def test_plot_loss_curves():
     assert list(acc_ax.lines[1].get_ydata()) == results["test_acc"]
 
 
-def test_plot_predictions():
-    fig = hf.plot_predictions([0, 1], [0, 1], [2, 3], [2, 3], predictions=[2.1, 2.9])
-    assert len(fig.axes[0].collections) == 3
-
-
 def test_pred_and_plot_image_on_a_real_photo(mini_checkpoint, shared_data):
     model, transform, ckpt = load_model(mini_checkpoint)
     label, prob = hf.pred_and_plot_image(model, shared_data / "custom_images" / "pizza-dad.jpeg",

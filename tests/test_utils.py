@@ -1,4 +1,5 @@
-"""Self-describing checkpoints: round trip, and clear errors for missing/mismatched files."""
+"""Checkpoints: the course's plain state_dict + a JSON sidecar, the older single-file format, clear errors."""
+import json
 
 import pytest
 import torch
@@ -12,19 +13,40 @@ from going_modular.utils import CheckpointError, load_model, save_model
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     model, _ = create_model("effnet_lite0", num_classes=3, weights=None, seed=3)
-    path = save_model(model, tmp_path_factory.mktemp("ckpt"), "m.pth", ["pizza", "steak", "sushi"], extra={"note": "x"})
+    path = save_model(model, tmp_path_factory.mktemp("ckpt"), "m.pth", ["pizza", "steak", "sushi"],
+                      info={"note": "x"})
     return model, path
 
 
 def test_round_trip_gives_identical_predictions(saved):
     model, path = saved
     loaded, transform, ckpt = load_model(path)
-    assert ckpt["arch"] == "effnet_lite0" and ckpt["class_names"] == ["pizza", "steak", "sushi"] and ckpt["note"] == "x"
+    assert ckpt["arch"] == "effnet_lite0" and ckpt["class_names"] == ["pizza", "steak", "sushi"]
+    assert ckpt["info"] == {"note": "x"}
     x = transform(Image.new("RGB", (300, 300), "orange")).unsqueeze(0)
     model.eval()
     with torch.inference_mode():
         assert torch.equal(model(x), loaded(x))
     assert not loaded.training
+
+
+def test_the_file_is_a_plain_state_dict_with_a_json_sidecar(saved):
+    model, path = saved
+    state = torch.load(path, weights_only=True)
+    assert set(state) == set(model.state_dict())  # the course's load_state_dict(torch.load(path)) idiom
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta == {"format": utils.SIDECAR_FORMAT, "arch": "effnet_lite0",
+                    "class_names": ["pizza", "steak", "sushi"], "info": {"note": "x"}}
+
+
+def test_older_single_file_checkpoints_keep_loading(saved, tmp_path):
+    model, path = saved
+    old = tmp_path / "old.pth"  # the format of the shipped checkpoints/*.pth
+    torch.save({"format": utils.CHECKPOINT_FORMAT, "arch": "effnet_lite0", "class_names": ["a", "b", "c"],
+                "state_dict": model.state_dict(), "info": {"args": {"data": "x"}}}, old)
+    loaded, _, ckpt = load_model(old)
+    assert ckpt["class_names"] == ["a", "b", "c"] and ckpt["info"]["args"]["data"] == "x"
+    assert torch.equal(loaded.classifier[1].weight, model.classifier[1].weight)
 
 
 def test_size_and_parameter_counts(saved):
@@ -46,21 +68,33 @@ def test_not_a_checkpoint(tmp_path):
         load_model(junk)
     plain = tmp_path / "plain.pth"
     torch.save(create_model("effnet_lite0", 3, weights=None)[0].state_dict(), plain)
-    with pytest.raises(CheckpointError, match="not a FoodVision checkpoint"):
+    with pytest.raises(CheckpointError, match="no FoodVision metadata"):
         load_model(plain)
+
+
+def test_saved_without_class_names_or_arch(tmp_path):
+    """The course's three-argument call on a model built elsewhere still saves; loading says what is missing."""
+    model, _ = create_model("effnet_lite0", 3, weights=None)
+    path = save_model(model, tmp_path, "course.pth")
+    with pytest.raises(CheckpointError, match="without class names: pass class_names="):
+        load_model(path)
+    assert load_model(path, class_names=["a", "b", "c"])[2]["class_names"] == ["a", "b", "c"]
+    del model.arch
+    path = save_model(model, tmp_path, "bare.pth", ["a", "b", "c"])
+    with pytest.raises(CheckpointError, match="unknown architecture None"):
+        load_model(path)
 
 
 def test_mismatched_checkpoint(saved, tmp_path):
     _, path = saved
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["arch"] = "effnet_lite2"  # weights of one model labelled as another
+    state = torch.load(path, weights_only=True)
+    meta = json.loads(path.with_suffix(".json").read_text())
     bad = tmp_path / "bad.pth"
-    torch.save(ckpt, bad)
+    torch.save(state, bad)
+    bad.with_suffix(".json").write_text(json.dumps({**meta, "arch": "effnet_lite2"}))  # weights of another model
     with pytest.raises(CheckpointError, match="does not match architecture 'effnet_lite2'"):
         load_model(bad)
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["class_names"] = ["a", "b", "c", "d"]  # head has 3 outputs
-    torch.save(ckpt, bad)
+    bad.with_suffix(".json").write_text(json.dumps({**meta, "class_names": ["a", "b", "c", "d"]}))  # 3 outputs
     with pytest.raises(CheckpointError, match="4 classes"):
         load_model(bad)
 
@@ -82,3 +116,8 @@ def test_set_seeds_is_reproducible():
     a = torch.rand(3)
     utils.set_seeds(5)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_get_device():
+    assert utils.get_device("cpu") == torch.device("cpu")
+    assert utils.get_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
