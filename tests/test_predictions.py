@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from going_modular import predictions
-from going_modular.deploy.image import InvalidImageError, load_image, pred_and_store, predict
+from going_modular.deploy import image
+from going_modular.deploy.image import InvalidImageError, load_image
+from going_modular.predictions import pred_and_store, predict
 from going_modular.utils import load_model
 
 
@@ -80,7 +81,7 @@ def test_tiny_and_huge_images(mini, tmp_path):
 
 
 def test_too_many_pixels_refused(monkeypatch, tmp_path):
-    monkeypatch.setattr(predictions, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(image, "MAX_PIXELS", 1000)
     path = tmp_path / "big.png"
     Image.new("RGB", (40, 40)).save(path)
     with pytest.raises(InvalidImageError, match="too large"):
