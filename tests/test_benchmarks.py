@@ -16,13 +16,14 @@ def _run(module, shared_data):
 
 
 def test_latency_quick(shared_data):
+    """Eager vs the shipped int8 bundle (2 and 1 threads), side by side, agreeing on top-1."""
     out = _run("benchmarks.latency", shared_data)
-    rows = [line for line in out.splitlines() if line.startswith("| effnet_lite0 |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["eager", "onnx", "onnx-int8"]
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| lite0 ")]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [
+        ("lite0 eager", "2"), ("lite0 int8 bundle", "2"), ("lite0 int8 bundle", "1")]
     for row in rows:
-        agree = float(row.split("|")[-3])
-        assert agree >= 0.99, row  # every runtime gives eager's top-1
-    assert "fastest" in out and (ROOT / "benchmarks" / "results" / "latency.csv").is_file()
+        assert float(row[-2]) >= 0.96 and float(row[-3]) >= 0.9, row  # top-1 agreement, accuracy (30 photos)
+    assert "shipped int8 bundle:" in out and (ROOT / "benchmarks" / "results" / "latency.csv").is_file()
 
 
 def test_train_cache_quick(shared_data):
