@@ -112,13 +112,14 @@ class RunningApp:
 
 @contextmanager
 def running_app(args: list[str], cwd: Path = ROOT, env: dict | None = None, port: int | None = None,
-                startup_timeout: float = 180):
+                startup_timeout: float = 180, python: str = sys.executable):
     """Start `python <args>` (an app that serves on `port`), wait until its page answers, yield a
-    RunningApp, then stop it with Ctrl-C (SIGINT) as a user would, and check it exited."""
+    RunningApp, then stop it with Ctrl-C (SIGINT) as a user would, and check it exited.
+    `python` may be another environment's interpreter (a fresh venv)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env or clean_env(),
+        proc = subprocess.Popen([python, *args], cwd=cwd, env=env or clean_env(),
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         app = RunningApp(url, proc, log)
         try:
