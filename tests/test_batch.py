@@ -1,21 +1,38 @@
-"""Batch scoring end to end on the real course test set (150 images) with the shipped model."""
+"""Batch scoring (local engine) end to end on the real course test set (150 images) with the
+shipped int8 bundle: accuracy, error rows, resume, and the hardening of issue 14 (single writer,
+append-only journal under kill -9, any file name, permission-denied files), with real files and
+real subprocesses."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import logging
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
-from going_modular.deploy.batch_predict import FIELDS, main, score_folder
-from going_modular.predictor import Predictor
+from going_modular.deploy.batch_predict import (FIELDS, journal_path, main, read_journal, read_output,
+                                                score_folder)
+from going_modular.deploy.predictor import load_predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "going_modular.deploy.batch_predict"]
 
 
 @pytest.fixture(scope="module")
-def predictor(mini_checkpoint) -> Predictor:
-    return Predictor(mini_checkpoint)
+def predictor():
+    return load_predictor()  # the shipped FoodVision Mini int8 bundle
 
 
-def link_tree(src, dst, limit=None):
+def link_tree(src: Path, dst: Path, limit: int | None = None) -> Path:
     """Mirror src/<class>/<image> into dst with symlinks (the real images, without copying them)."""
     for cls_dir in sorted(p for p in src.iterdir() if p.is_dir()):
         (dst / cls_dir.name).mkdir(parents=True)
@@ -24,19 +41,30 @@ def link_tree(src, dst, limit=None):
     return dst
 
 
-def read_csv(path):
+def read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == FIELDS
         return list(reader)
 
 
+def run_cli(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *map(str, args), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+
+
+def journal_count(output: Path) -> int:
+    """Complete rows in the journal and the published output, as a kill leaves them."""
+    return len({r["path"] for r in read_output(output) + read_journal(journal_path(output))})
+
+
 @pytest.fixture(scope="module")
 def scored(pss_dir, predictor, tmp_path_factory):
-    """The real test set plus one truncated JPEG and one non-image file, scored once."""
+    """The real test set plus a truncated JPEG, an empty file and a non-image file, scored once."""
     root = link_tree(pss_dir / "test", tmp_path_factory.mktemp("batch") / "input")
     real = next((pss_dir / "test" / "pizza").glob("*.jpg")).read_bytes()
     (root / "pizza" / "corrupt.jpg").write_bytes(real[: len(real) // 3])
+    (root / "sushi" / "empty.jpg").write_bytes(b"")
     (root / "README.txt").write_text("not an image: ignored")
     output = root.parent / "out" / "predictions.csv"
     summary = score_folder(predictor, root, output, batch_size=32, progress=False)
@@ -46,9 +74,9 @@ def scored(pss_dir, predictor, tmp_path_factory):
 def test_scores_every_image_with_high_accuracy(scored):
     root, output, summary = scored
     rows = read_csv(output)
-    assert summary["total"] == summary["scored"] == len(rows) == 151
-    assert summary["errors"] == 1 and summary["images_per_s"] > 0
-    assert len({r["path"] for r in rows}) == 151
+    assert summary["total"] == summary["scored"] == len(rows) == 152
+    assert summary["errors"] == 2 and summary["images_per_s"] > 0
+    assert len({r["path"] for r in rows}) == 152
     good = [r for r in rows if not r["error"]]
     accuracy = sum(r["path"].split("/")[0] == r["label"] for r in good) / len(good)
     assert accuracy >= 0.95, f"accuracy {accuracy:.3f} from the CSV"
@@ -57,12 +85,15 @@ def test_scores_every_image_with_high_accuracy(scored):
         assert [name for name, _ in top3][0] == r["label"] and len(top3) == 3
         assert float(top3[0][1]) == pytest.approx(float(r["prob"]), abs=1e-4)
         assert float(r["seconds"]) > 0
+    assert not journal_path(output).exists()  # published, then dropped
 
 
-def test_corrupt_file_gets_an_error_row(scored):
+def test_corrupt_and_empty_files_get_error_rows(scored):
     _, output, _ = scored
-    row = next(r for r in read_csv(output) if r["path"] == "pizza/corrupt.jpg")
-    assert "damaged or truncated" in row["error"] and row["label"] == row["prob"] == ""
+    rows = {r["path"]: r for r in read_csv(output)}
+    assert "damaged or truncated" in rows["pizza/corrupt.jpg"]["error"]
+    assert rows["sushi/empty.jpg"]["error"] == "The file is empty."
+    assert rows["pizza/corrupt.jpg"]["label"] == rows["pizza/corrupt.jpg"]["prob"] == ""
 
 
 def test_rerun_skips_rows_already_written(scored, predictor):
@@ -74,54 +105,172 @@ def test_rerun_skips_rows_already_written(scored, predictor):
         writer.writeheader()
         writer.writerows(kept)
     summary = score_folder(predictor, root, output, batch_size=4, progress=False)
-    assert (summary["skipped"], summary["scored"]) == (141, 10)
+    assert (summary["skipped"], summary["scored"]) == (142, 10)
     after = read_csv(output)
-    assert after[:141] == kept  # earlier rows untouched
-    assert [(r["path"], r["label"]) for r in after[141:]] == [(r["path"], r["label"]) for r in removed]
+    assert after[:142] == kept  # earlier rows untouched
+    assert [(r["path"], r["label"]) for r in after[142:]] == [(r["path"], r["label"]) for r in removed]
     again = score_folder(predictor, root, output, progress=False)
-    assert (again["skipped"], again["scored"]) == (151, 0)
+    assert (again["skipped"], again["scored"]) == (152, 0)
 
 
-def test_crash_journal_is_resumed_and_torn_row_redone(pss_dir, predictor, tmp_path):
-    root = link_tree(pss_dir / "test", tmp_path / "input", limit=2)  # 6 images
-    output = tmp_path / "predictions.csv"
-    first = score_folder(predictor, root, output, progress=False)
+def test_malformed_rows_and_journal_lines_are_skipped_with_a_warning(scored, predictor, tmp_path, caplog):
+    """Issue 14 defects 2 and 5: a damaged output or journal never stops the next run; the
+    damaged rows are just scored again."""
+    root, output, _ = scored
     rows = read_csv(output)
-    # A hard kill leaves only the journal, its last row half written.
-    journal = output.with_name(output.name + ".partial")
-    lines = output.read_text().splitlines(keepends=True)
-    journal.write_text("".join(lines[:4]) + lines[4][:12])
-    output.unlink()
-    summary = score_folder(predictor, root, output, progress=False)
-    assert first["scored"] == 6 and (summary["skipped"], summary["scored"]) == (3, 3)
+    copy = tmp_path / "predictions.csv"
+    lines = output.read_text(encoding="utf-8").splitlines(keepends=True)
+    # Output: row 1 has an extra field (what interleaved writers left), row 2 lost its last fields.
+    copy.write_text("".join([lines[0], lines[1].rstrip("\n") + ",extra\n", lines[2].split(",")[0] + ",x\n",
+                             *lines[3:100]]), encoding="utf-8")
+    # Journal: rows 100..109 as the engine journals them, then garbage and a line torn by a kill.
+    journal = journal_path(copy)
+    good_lines = [json.dumps(r) + "\n" for r in rows[99:109]]
+    journal.write_bytes("".join(good_lines).encode() + b"\xff\xfe not json\n[1, 2]\n" + good_lines[0][:20].encode())
+    with caplog.at_level(logging.WARNING, logger="going_modular.deploy.batch_predict"):
+        summary = score_folder(predictor, root, copy, progress=False)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("skipped 2 malformed row(s)" in w for w in warnings), warnings
+    assert any("skipped 3 malformed line(s)" in w for w in warnings), warnings
+    assert (summary["skipped"], summary["scored"]) == (97 + 10, 152 - 107)
+    after = {r["path"]: r["label"] for r in read_csv(copy)}
+    assert after == {r["path"]: r["label"] for r in rows}
     assert not journal.exists()
-    assert sorted((r["path"], r["label"]) for r in read_csv(output)) == sorted((r["path"], r["label"]) for r in rows)
 
 
-def test_interrupted_run_keeps_finished_batches(pss_dir, predictor, tmp_path, monkeypatch):
-    root = link_tree(pss_dir / "test", tmp_path / "input", limit=2)
+def poll(predicate, timeout: float = 60.0):
+    """Wait for a state another process reaches (never a timing assertion: the limit only stops a hang)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the other process never got there"
+        time.sleep(0.005)
+
+
+def test_kill_just_after_resume_loses_nothing(scored, tmp_path):
+    """Issue 14 defect 5: the journal is appended, never truncated. Run 1 is killed mid-run;
+    run 2 (a resume) is killed at its first write to the journal; no finished row is lost."""
+    root, reference, _ = scored
     output = tmp_path / "predictions.csv"
-    real_predict_batch = predictor.predict_batch
-    calls = []
+    journal = journal_path(output)
+    first = run_cli("--input", root, "--output", output, "--batch-size", 2, "--threads", 1)
+    poll(lambda: journal.exists() and journal_count(output) >= 20)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = journal.read_bytes()
+    finished = journal_count(output)
+    assert 20 <= finished < 152 and not output.exists()
 
-    def interrupt_on_second_batch(images, top_k=None):
-        calls.append(len(images))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_predict_batch(images, top_k=top_k)
+    resume = run_cli("--input", root, "--output", output, "--batch-size", 2, "--threads", 1)
+    poll(lambda: journal.read_bytes() != before)  # the resume's first write
+    resume.send_signal(signal.SIGKILL)
+    resume.wait()
+    assert journal.read_bytes().startswith(before)  # appended to, not truncated
+    assert journal_count(output) > finished
 
-    monkeypatch.setattr(predictor, "predict_batch", interrupt_on_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        score_folder(predictor, root, output, batch_size=2, progress=False)
-    assert len(read_csv(output)) == 2  # the first batch, published whole
-    assert not output.with_name(output.name + ".partial").exists()
+    last = run_cli("--input", root, "--output", output)
+    assert last.wait(timeout=120) == 0, last.stderr.read()
+    rows = read_csv(output)
+    assert len(rows) == len({r["path"] for r in rows}) == 152  # every image once
+    assert {r["path"]: r["label"] for r in rows} == {r["path"]: r["label"] for r in read_csv(reference)}
 
 
-def test_cli_reports_throughput(pss_dir, tmp_path, capsys, mini_checkpoint):
+def test_second_run_on_the_same_output_stops_at_once(scored, tmp_path):
+    """Issue 14 defect 2: one writer per output; the second run exits with a clear message
+    while the first goes on to write a complete CSV."""
+    root, reference, _ = scored
+    output = tmp_path / "predictions.csv"
+    first = run_cli("--input", root, "--output", output, "--batch-size", 1, "--threads", 1)
+    poll(lambda: journal_path(output).exists())  # the first run holds the lock and is scoring
+    second = run_cli("--input", root, "--output", output)
+    assert second.wait(timeout=60) == 2
+    err = second.stderr.read()
+    assert err.startswith("error: another batch_predict run is writing") and "Traceback" not in err
+    assert first.poll() is None  # the second run did not wait for the first
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    rows = read_csv(output)
+    assert len(rows) == len({r["path"] for r in rows}) == 152
+    assert {r["path"]: r["label"] for r in rows} == {r["path"]: r["label"] for r in read_csv(reference)}
+
+
+# Names a file system allows that broke the CSV before (issue 14 defect 4), as bytes.
+HOSTILE_NAMES = [b"caf\xe9 latin-1.jpg", b"\xff\xfe.jpg", b"line\nbreak.jpg", b"carriage\rreturn.jpg",
+                 b"=SUM(1+1)*cmd.jpg", b"+1.jpg", b"-2.jpg", b"@SUM(A1).jpg", b"'quoted.jpg",
+                 b"back\\slash \\x41.jpg", b"tab\t.jpg", b"\tlead.jpg", "日本語.jpg".encode()]
+
+
+def test_any_file_name_is_scored_written_and_resumed(pss_dir, predictor, tmp_path):
+    root = tmp_path / "input"
+    root.mkdir()
+    image = sorted((pss_dir / "test" / "sushi").glob("*.jpg"))[0]
+    for name in HOSTILE_NAMES:
+        os.symlink(image, os.path.join(os.fsencode(root), name))
+    output = tmp_path / "predictions.csv"
+    summary = score_folder(predictor, root, output, progress=False)
+    assert (summary["scored"], summary["errors"]) == (len(HOSTILE_NAMES), 0)
+
+    text = output.read_bytes().decode("utf-8")  # valid UTF-8 whatever the names
+    assert len(text.splitlines()) == 1 + len(HOSTILE_NAMES)  # one line a row: no raw CR/LF in cells
+    cells = read_csv(output)
+    assert {c["label"] for c in cells} == {predictor.predict(image)["label"]}
+    for cell in cells:  # nothing a spreadsheet would evaluate (OWASP: = + - @ tab CR)
+        assert not cell["path"].startswith(("=", "+", "-", "@", "\t", "\r")), cell["path"]
+    assert {c["path"] for c in cells} >= {"'=SUM(1+1)*cmd.jpg", "'+1.jpg", "'-2.jpg", "'@SUM(A1).jpg",
+                                          "''quoted.jpg", "caf\\xe9 latin-1.jpg", "line\\nbreak.jpg",
+                                          "back\\\\slash \\\\x41.jpg", "\\tlead.jpg", "日本語.jpg"}
+    # Read back, every name is the exact bytes on disk, so a re-run recognises every row.
+    assert sorted(os.fsencode(r["path"]) for r in read_output(output)) == sorted(HOSTILE_NAMES)
+    again = score_folder(predictor, root, output, progress=False)
+    assert (again["skipped"], again["scored"]) == (len(HOSTILE_NAMES), 0)
+    assert len(read_csv(output)) == len(HOSTILE_NAMES)
+
+
+@contextlib.contextmanager
+def as_user_nobody():
+    """Root reads any file, so as root the run drops its effective user (the interpreter lives
+    under /root, unreachable to nobody, so a subprocess could not start as nobody)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    import fcntl  # noqa: F401 - modules the run imports lazily, loaded while they are readable
+    import tqdm.auto  # noqa: F401
+
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_permission_denied_is_reported_as_such_without_the_path(pss_dir, predictor, capsys, caplog):
+    """Issue 14 defect 8: not "damaged or truncated", and no absolute path in the row or the log."""
+    base = Path(tempfile.mkdtemp())  # not pytest's tmp_path: that is private to root
+    try:
+        root = base / "photos"
+        root.mkdir()
+        for image in sorted((pss_dir / "test" / "steak").glob("*.jpg"))[:2]:
+            shutil.copy(image, root / image.name)
+        secret = root / "secret.jpg"
+        shutil.copy(image, secret)
+        secret.chmod(0)
+        for folder in (base, root):
+            folder.chmod(0o777)
+        with as_user_nobody():
+            summary = score_folder(predictor, root, base / "predictions.csv", progress=False)
+        rows = {r["path"]: r for r in read_csv(base / "predictions.csv")}
+        assert (summary["scored"], summary["errors"], len(rows)) == (3, 1, 3)
+        assert rows["secret.jpg"]["error"] == "The file cannot be read: Permission denied."
+        logged = caplog.text + "".join(capsys.readouterr())
+        assert str(base) not in rows["secret.jpg"]["error"] + logged
+    finally:
+        shutil.rmtree(base)
+
+
+def test_cli_reports_throughput(pss_dir, tmp_path, capsys):
     root = link_tree(pss_dir / "test", tmp_path / "input", limit=1)
     output = tmp_path / "predictions.csv"
-    assert main(["--input", str(root), "--output", str(output), "--model", str(mini_checkpoint),
-                 "--no-progress"]) == 0
+    assert main(["--input", str(root), "--output", str(output), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "scored 3 images" in out and "images/s" in out
     assert len(read_csv(output)) == 3
@@ -133,18 +282,27 @@ def test_cli_reports_throughput(pss_dir, tmp_path, capsys, mini_checkpoint):
     (lambda d: d.mkdir(), "no images found"),
     (lambda d: None, "input folder not found"),
 ])
-def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, make_input, message):
+def test_cli_bad_input_is_a_clear_error(tmp_path, make_input, message):
     folder = tmp_path / "photos"
     make_input(folder)
-    assert main(["--input", str(folder), "--output", str(tmp_path / "out.csv")]) == 2
-    err = capsys.readouterr().err
+    run = run_cli("--input", folder, "--output", tmp_path / "out.csv")
+    assert run.wait(timeout=60) == 2
+    err = run.stderr.read()
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
-def test_cli_refuses_to_overwrite_a_foreign_csv(pss_dir, tmp_path, capsys):
+def test_cli_refuses_to_overwrite_a_foreign_csv(pss_dir, tmp_path):
     root = link_tree(pss_dir / "test", tmp_path / "input", limit=1)
     foreign = tmp_path / "sales.csv"
     foreign.write_text("date,amount\n2024-01-01,3\n")
-    assert main(["--input", str(root), "--output", str(foreign)]) == 2
-    assert "not a batch_predict CSV" in capsys.readouterr().err
+    run = run_cli("--input", root, "--output", foreign)
+    assert run.wait(timeout=60) == 2
+    assert "not a batch_predict CSV" in run.stderr.read()
     assert foreign.read_text() == "date,amount\n2024-01-01,3\n"
+
+
+def test_batch_module_imports_neither_ray_nor_torch():
+    code = ("import sys, going_modular.deploy.batch_predict, going_modular.deploy.batch_ray; "
+            "print(sorted(m for m in ('ray', 'torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

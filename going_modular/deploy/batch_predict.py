@@ -1,33 +1,112 @@
 """Batch scoring: predict every image under a folder and write one CSV row per image.
 
     python -m going_modular.deploy.batch_predict --input photos/ --output predictions.csv
+    python -m going_modular.deploy.batch_predict --input photos/ --output predictions.csv --engine ray
 
-Rows are `path,label,prob,top3,seconds,error` with `path` relative to --input. The run is
-resumable: images already in the output are skipped, so a re-run after a crash or Ctrl-C
-only scores what is missing. An unreadable image gets a row with `error` filled in and the
-run goes on. The output file is only ever replaced whole (os.replace), so it is never
-half-written; progress in between is journalled to OUTPUT.partial and flushed every batch.
+Rows are `path,label,prob,top3,seconds,error` with `path` relative to --input. Two engines give
+the same rows: `local` (default) scores in this process; `ray` runs the same predictor in a Ray
+Data actor pool, on this machine or on a cluster (`--address`; see deploy/batch_ray.py).
+
+What a run guarantees, whichever engine scores:
+- Resumable: images already in the output are skipped, so a re-run after a crash, a kill -9 or
+  Ctrl-C only scores what is missing. Finished rows are appended to OUTPUT.journal (one JSON
+  object a line, fsync'ed every batch) and the journal is never truncated: it is deleted only
+  after its rows were published into the output. A torn or foreign journal line is skipped with
+  a warning.
+- Never half-written: the output is only ever replaced whole (write a temporary file, os.replace).
+- Single writer: a run holds an exclusive lock (OUTPUT.lock) from start to end; a second run on
+  the same output stops at once with a clear message instead of interleaving rows.
+- Any file name: a name that is not UTF-8, or holds a newline, is scored and written escaped
+  (backslash escapes, as Python writes them: `\\xff`, `\\n`, `\\\\`), and a cell a spreadsheet
+  would run as a formula (`= + - @`, tab, CR first) starts with `'` (OWASP's advice on CSV
+  injection). Reading the CSV back undoes both, so resuming recognises every row.
+- An unreadable image (corrupt, empty, truncated, permission denied) becomes a row with `error`
+  filled in, in words and without the machine's absolute paths; the run goes on.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
-import io
+import json
+import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 
-from going_modular.deploy.bundle import BundleError
+from going_modular.deploy import cli
 from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
 from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
+# The output's columns, in order; every other part of this module follows this list, so a new
+# column that predictors report (a key of their result dict) is a one-line change here.
 FIELDS = ["path", "label", "prob", "top3", "seconds", "error"]
+ENGINES = ("local", "ray")
+# A file bigger than this is not read into memory: no photo of food is 256 MB.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# Cells starting with these run as formulas in spreadsheets (OWASP "CSV injection"); "'" itself is
+# prefixed too so that removing one leading "'" on reading is exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# Characters of a name that are escaped in its CSV cell: the escape character, control characters
+# (a newline would split the row for line-based tools) and bytes that are not UTF-8 (which Python
+# keeps as lone surrogates U+DC80..U+DCFF, PEP 383).
+NAME_SPECIALS = re.compile("[\\\\\x00-\x1f\x7f\udc80-\udcff]")
+NAME_ESCAPES = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2})")
+SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+log = logging.getLogger(__name__)
 
 
 class BatchError(RuntimeError):
     """The input folder or output file cannot be used; the message says why."""
 
+
+# --- file names -> CSV cells and back -------------------------------------------------------
+
+def escape_name(name: str) -> str:
+    """A relative path as printable UTF-8 text: '\\', control characters and non-UTF-8 bytes escaped."""
+    def escape(match: re.Match) -> str:
+        ch = match.group()
+        if ch in SHORT_ESCAPES:
+            return SHORT_ESCAPES[ch]
+        code = ord(ch)
+        return f"\\x{code - 0xDC00 if code >= 0xDC00 else code:02x}"
+    return NAME_SPECIALS.sub(escape, name)
+
+
+def unescape_name(text: str) -> str:
+    """The inverse of escape_name (bytes >= 0x80 come back as the surrogates os.fsencode turns into bytes)."""
+    def unescape(match: re.Match) -> str:
+        code = match.group(1)
+        if not code.startswith("x"):
+            return {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[code]
+        value = int(code[1:], 16)
+        return chr(value if value < 0x80 else 0xDC00 + value)
+    return NAME_ESCAPES.sub(unescape, text)
+
+
+def neutralise(cell: str) -> str:
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def unneutralise(cell: str) -> str:
+    return cell.removeprefix("'")
+
+
+def csv_cells(row: dict) -> dict:
+    """A row as written to the CSV: the path escaped, every cell safe to open in a spreadsheet."""
+    return {f: neutralise(escape_name(row["path"]) if f == "path" else str(row[f])) for f in FIELDS}
+
+
+def row_from_cells(cells: dict) -> dict:
+    row = {f: unneutralise(cells[f]) for f in FIELDS}
+    row["path"] = unescape_name(row["path"])
+    return row
+
+
+# --- the input --------------------------------------------------------------------------------
 
 def find_images(root: Path) -> list[Path]:
     """Every image file under `root` (recursively), in a stable sorted order."""
@@ -39,36 +118,168 @@ def find_images(root: Path) -> list[Path]:
     return images
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Complete rows of a CSV we wrote earlier; a torn last line (crash mid-write) is ignored."""
+def image_names(root: Path) -> list[str]:
+    """find_images as relative POSIX names: the keys of the output's `path` column."""
+    return [p.relative_to(root).as_posix() for p in find_images(root)]
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of one image file. An unreadable file raises InvalidImageError saying why in
+    words (e.g. "Permission denied"), never with the absolute path: rows travel further than the
+    layout of the machine that scored them should."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise InvalidImageError(f"The file is too large ({size / 2**20:.0f} MB); "
+                                        f"the limit is {MAX_FILE_BYTES // 2**20} MB.")
+            data = f.read()
+    except OSError as e:
+        raise InvalidImageError(f"The file cannot be read: {e.strerror or type(e).__name__}.") from e
+    if not data:
+        raise InvalidImageError("The file is empty.")
+    return data
+
+
+# --- the output: journal, lock, publish -------------------------------------------------------
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal")
+
+
+def read_output(path: Path) -> list[dict]:
+    """Rows of a CSV we wrote earlier (names unescaped); a malformed row is skipped with a warning."""
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if text and reader.fieldnames != FIELDS:
-        raise BatchError(f"{path} exists but is not a batch_predict CSV (columns {reader.fieldnames}); "
-                         f"choose another --output")
-    return [row for row in reader if None not in row.values()]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:  # newline="": a "\r" in a cell stays a "\r"
+            reader = csv.DictReader(f)
+            if reader.fieldnames not in (None, FIELDS):
+                raise BatchError(f"{path} exists but is not a batch_predict CSV (columns {reader.fieldnames}); "
+                                 f"choose another --output")
+            cells = list(reader)
+    except UnicodeDecodeError as e:
+        raise BatchError(f"{path} exists but is not a batch_predict CSV (not UTF-8 text); choose another --output") from e
+    good = [c for c in cells if None not in c and None not in c.values()]
+    if len(good) < len(cells):
+        log.warning("%s: skipped %d malformed row(s); their images will be scored again", path, len(cells) - len(good))
+    return [row_from_cells(c) for c in good]
 
+
+def journal_row(line: bytes) -> dict | None:
+    """The row a journal line holds, or None for a line torn by a kill (or not ours)."""
+    try:
+        row = json.loads(line)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+        return None
+    return {f: str(row.get(f, "")) for f in FIELDS}
+
+
+def read_journal(path: Path) -> list[dict]:
+    """Rows of a journal; a line that is not a complete row is skipped with a warning."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    rows = [row for row in map(journal_row, lines) if row is not None]
+    if len(rows) < len(lines):
+        log.warning("%s: skipped %d malformed line(s); their images will be scored again", path, len(lines) - len(rows))
+    return rows
+
+
+def append_journal(path: Path, rows: list[dict]) -> None:
+    """Append rows and fsync: a crash loses at most the batch in flight, never earlier rows."""
+    with open(path, "ab") as f:
+        if f.tell() and not _ends_with_newline(path):
+            f.write(b"\n")  # a line torn by a kill stays a line of its own (skipped when read)
+        # ensure_ascii: a name's non-UTF-8 bytes (lone surrogates) are written as \\udcXX escapes
+        f.write(b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def publish(output: Path, rows: Iterable[dict]) -> None:
+    """Replace `output` whole with `rows` (atomic: readers see the old file or the new one)."""
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(csv_cells(row) for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)
+
+
+_held_locks: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `output` (via OUTPUT.lock) or raise BatchError at once.
+
+    Re-entrant within one process (the CLI takes it before loading the model, then scoring takes
+    it again). The lock file is left in place: deleting it would let a third run lock a new file
+    while a second still holds the old one. The kernel releases the lock when the process dies.
+    """
+    import fcntl  # POSIX only; imported here so that the web service (which shares predict_each) runs anywhere
+
+    key = output.resolve()
+    if key in _held_locks:
+        yield
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = output.with_name(output.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BatchError(f"another batch_predict run is writing {output} (it holds {lock.name}); "
+                         f"wait for it to finish or choose another --output") from None
+    _held_locks[key] = fd
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        os.close(fd)  # releases the lock
+
+
+# --- scoring ----------------------------------------------------------------------------------
 
 def format_top3(probs: dict) -> str:
     """'pizza:0.9803;sushi:0.0171;steak:0.0025' (probs is already sorted, highest first)."""
     return ";".join(f"{name}:{p:.4f}" for name, p in list(probs.items())[:3])
 
 
-def predict_each(predictor: Predicting, sources: list, top_k: int | None = None) -> list[dict]:
+def result_row(name: str, result: dict) -> dict:
+    """One output row from a prediction, or from {"error": message}. Columns other than the
+    formatted ones are the result's keys of the same name, so a new key only needs a FIELDS entry."""
+    if result.get("error"):
+        return {**dict.fromkeys(FIELDS, ""), "path": name, "error": result["error"]}
+    row = {f: result.get(f, "") for f in FIELDS}
+    row.update(path=name, prob=f"{result['prob']:.4f}", top3=format_top3(result["probs"]), error="")
+    return row
+
+
+def predict_each(predictor: Predicting, sources: list, top_k: int | None = None,
+                 decode: Callable = load_image) -> list[dict]:
     """Predict several images in one forward pass, where any of them may be unreadable.
 
-    Each source is decoded on its own, so a bad file only costs its own entry
-    ({"error": message}); the readable ones go through the model together. Shared by batch
-    scoring and the web service's /predict/batch.
+    Each source is decoded on its own (`decode` raises InvalidImageError for a bad one), so a
+    bad file only costs its own entry ({"error": message}); the readable ones go through the
+    model together. Shared by the local batch engine and the web service's /predict/batch.
     """
     images, results = {}, {}
     for i, source in enumerate(sources):
         try:
-            images[i] = load_image(source)
+            images[i] = decode(source)
         except InvalidImageError as e:
             results[i] = {"error": " ".join(str(e).split())}  # one line: fits a CSV cell or a log
     if images:
@@ -76,87 +287,117 @@ def predict_each(predictor: Predicting, sources: list, top_k: int | None = None)
     return [results[i] for i in range(len(sources))]
 
 
-def score_batch(predictor: Predicting, root: Path, paths: list[Path]) -> list[dict]:
-    """CSV rows for one batch of image files."""
+def load_image_file(path: str | os.PathLike):
+    """load_image on read_image_file's bytes (so an unreadable file's error names no path): PIL RGB."""
+    return load_image(read_image_file(path))
+
+
+def score_batch(predictor: Predicting, root: Path, names: list[str]) -> list[dict]:
+    """Output rows for one batch of image files (the local engine)."""
     start = time.perf_counter()
-    results = predict_each(predictor, paths)
-    per_image = round((time.perf_counter() - start) / len(paths), 5)  # decode + forward share
-    rows = []
-    for path, result in zip(paths, results):
-        row = {"path": path.relative_to(root).as_posix(), "label": "", "prob": "", "top3": "", "seconds": "",
-               "error": result.get("error", "")}
-        if not row["error"]:
-            row.update(label=result["label"], prob=f"{result['prob']:.4f}", top3=format_top3(result["probs"]),
-                       seconds=per_image)
-        rows.append(row)
-    return rows
+    results = predict_each(predictor, [root / name for name in names], decode=load_image_file)
+    per_image = round((time.perf_counter() - start) / len(names), 5)  # read + decode + forward share
+    return [result_row(name, {**result, "seconds": per_image}) for name, result in zip(names, results)]
 
 
-def score_folder(predictor: Predicting, input_dir: str | Path, output: str | Path, batch_size: int = 8,
-                 progress: bool = True) -> dict:
-    """Score every image under `input_dir` not yet in `output`; returns a summary dict
+def local_rows(predictor: Predicting, root: Path, batch_size: int) -> Callable[[list[str]], Iterator[list[dict]]]:
+    """The local engine: batches of rows, scored in this process."""
+    if batch_size < 1:
+        raise BatchError(f"batch size must be at least 1, got {batch_size}")
+
+    def score(names: list[str]) -> Iterator[list[dict]]:
+        for i in range(0, len(names), batch_size):
+            yield score_batch(predictor, root, names[i:i + batch_size])
+    return score
+
+
+def run_job(names: list[str], output: str | Path, score: Callable[[list[str]], Iterator[list[dict]]],
+            progress: bool = True) -> dict:
+    """Score the `names` not yet in `output` with an engine's `score(todo)` (yielding lists of
+    rows, in any order) under the single-writer lock, journalling every batch; returns the summary
     {"total", "skipped", "scored", "errors", "seconds", "images_per_s", "output"}."""
     from tqdm.auto import tqdm
 
-    root, output = Path(input_dir), Path(output)
-    if batch_size < 1:
-        raise BatchError(f"batch size must be at least 1, got {batch_size}")
-    images = find_images(root)
-    partial = output.with_name(output.name + ".partial")
-    # The .partial journal only survives a hard kill; its rows count as done too.
-    done_rows = {row["path"]: row for row in read_rows(output) + read_rows(partial)}
-    todo = [p for p in images if p.relative_to(root).as_posix() not in done_rows]
-    summary = {"total": len(images), "skipped": len(images) - len(todo), "scored": 0, "errors": 0,
-               "seconds": 0.0, "images_per_s": 0.0, "output": str(output)}
-    if not todo:
-        return summary
-    output.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(partial, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(done_rows.values())
+    output = Path(output)
+    journal = journal_path(output)
+    with output_lock(output):
+        done: dict[str, dict] = {}
+        for row in read_output(output) + read_journal(journal):
+            done.setdefault(row["path"], row)
+        todo = [name for name in names if name not in done]
+        summary = {"total": len(names), "skipped": len(names) - len(todo), "scored": 0, "errors": 0,
+                   "seconds": 0.0, "images_per_s": 0.0, "output": str(output)}
+        if not todo and not journal.exists():
+            return summary
+        new: list[dict] = []
+        start = time.perf_counter()
         try:
             with tqdm(total=len(todo), desc="scoring", unit="img", disable=not progress) as bar:
-                for i in range(0, len(todo), batch_size):
-                    rows = score_batch(predictor, root, todo[i:i + batch_size])
-                    writer.writerows(rows)
-                    f.flush()
-                    os.fsync(f.fileno())  # a crash loses at most the batch in flight
+                for rows in score(todo) if todo else ():
+                    append_journal(journal, rows)
+                    new += rows
                     summary["scored"] += len(rows)
                     summary["errors"] += sum(bool(r["error"]) for r in rows)
                     bar.update(len(rows))
         finally:
-            # Also on Ctrl-C or an unexpected error: every row written so far is complete, so
-            # publish them; the next run resumes after them.
-            f.flush()
-            os.replace(partial, output)
+            # Also on Ctrl-C or an engine failure: every journalled row is complete, so publish
+            # them (the next run resumes after them), and only then drop the journal.
+            publish(output, [*done.values(), *new])
+            journal.unlink(missing_ok=True)
             summary["seconds"] = round(time.perf_counter() - start, 3)
             summary["images_per_s"] = round(summary["scored"] / max(summary["seconds"], 1e-9), 2)
     return summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def score_folder(predictor: Predicting, input_dir: str | Path, output: str | Path, batch_size: int = 8,
+                 progress: bool = True) -> dict:
+    """The local engine: score every image under `input_dir` not yet in `output` (see run_job)."""
+    root = Path(input_dir)
+    return run_job(image_names(root), output, local_rows(predictor, root, batch_size), progress)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--input", required=True,
+                        help="folder of images (searched recursively); with --engine ray also a URI "
+                             "pyarrow reads (s3://bucket/photos, gs://...)")
     parser.add_argument("--output", required=True, type=Path, help="CSV to write (re-runs resume it)")
     # Small batches: on a few CPU cores a batch of 32 is no faster per image than 4-8 (the
     # activations stop fitting in cache), and a crash loses less. benchmarks/deployment_modes measures it.
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this process (default); ray: a Ray Data actor pool (deploy/batch_ray.py)")
+    parser.add_argument("--address", default=None,
+                        help="--engine ray: the cluster to run on (auto, ray://head:10001); "
+                             "default: start Ray on this machine for the run")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="--engine ray: predictor actors (default: what the cluster's CPUs allow, "
+                             "leaving one for reading and decoding)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_args(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = get_args_parser().parse_args(argv)
+    if args.engine == "local" and "://" in args.input:
+        raise BatchError(f"the local engine reads folders; use --engine ray for {args.input}")
     try:
-        find_images(args.input)  # fail fast on a bad folder, before loading the model
-        predictor = predictor_from_args(args)
-        summary = score_folder(predictor, args.input, args.output, args.batch_size, progress=not args.no_progress)
-    except (BatchError, BundleError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        # The lock first: a second run on the same output stops before loading anything.
+        with output_lock(args.output):
+            if args.engine == "ray":
+                from going_modular.deploy.batch_ray import score_folder_ray
+
+                summary = score_folder_ray(args.model, args.input, args.output, actors=args.actors,
+                                           address=args.address, batch_size=args.batch_size,
+                                           num_threads=args.threads, progress=not args.no_progress)
+            else:
+                names = image_names(Path(args.input))  # fail fast on a bad folder, before loading the model
+                predictor = predictor_from_args(args)
+                summary = run_job(names, args.output, local_rows(predictor, Path(args.input), args.batch_size),
+                                  progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows were saved to {args.output}; re-run the same command to resume",
               file=sys.stderr)
@@ -170,4 +411,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

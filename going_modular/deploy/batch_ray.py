@@ -1,0 +1,205 @@
+"""The Ray engine of batch scoring: the same job as the local engine, on Ray Data.
+
+    python -m going_modular.deploy.batch_predict --input photos/ --output p.csv --engine ray [--actors N]
+    python -m going_modular.deploy.batch_predict --input s3://bucket/photos --output p.csv \\
+        --engine ray --address ray://head:10001
+
+The pipeline: list files (in the driver, which also skips what the output already holds) ->
+read + decode in Ray tasks (`load_image`, the loader every mode shares) -> predict in a pool of
+actors, each holding one serving predictor (`load_predictor(bundle)`, the same one the local
+engine, the web service and the demos use, so results cannot drift) -> rows back to the driver,
+which journals and publishes them exactly as the local engine does (batch_predict.run_job): same
+CSV, same resume, same single-writer lock.
+
+Without --address, Ray starts on this machine for the run and stops after it. The model file
+travels through Ray's object store, so cluster nodes need no copy of it; the input must be
+readable from every node (a shared folder, or a URI such as s3://, gs://, which pyarrow reads).
+
+Sizing: an actor reserves (cluster CPUs - 1) / actors CPUs (at most 1), so one CPU is always left
+for the read/decode tasks. Reserving every CPU for actors deadlocks: the tasks that feed them can
+never be scheduled (2 actors x 1 CPU on a 2-CPU machine hangs).
+
+This module imports Ray only when a job runs: nothing else in the serving wing pays for it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from going_modular.deploy.batch_predict import (BatchError, image_names, output_lock, read_image_file,
+                                                result_row, run_job)
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.predictor import load_predictor
+
+# Local Ray: a small object store (images stream through it a few batches at a time) and no dashboard.
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# CPUs kept free of actors for the read/decode tasks (the anti-deadlock reserve); each decode task
+# takes half of it, as decoding also waits on reading files.
+READ_CPUS = 1.0
+DECODE_TASK_CPUS = READ_CPUS / 2
+# Memory a decode task reserves (a batch of decoded photos is ~10x its files). Being a task-only
+# resource it also keeps Ray from fusing decoding into the actors, so decoding runs alongside
+# inference instead of taking turns with it in the actor.
+DECODE_TASK_MEMORY = 64 * 1024 * 1024
+
+
+def is_uri(source: str | os.PathLike) -> bool:
+    return "://" in str(source)
+
+
+def list_uri(uri: str) -> list[str]:
+    """Image files under a pyarrow filesystem URI, as names relative to it (sorted)."""
+    from pyarrow import fs
+
+    filesystem, base = fs.FileSystem.from_uri(uri)
+    infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+    names = sorted(info.path[len(base):].lstrip("/") for info in infos
+                   if info.type == fs.FileType.File and Path(info.path).suffix.lower() in IMAGE_SUFFIXES)
+    if not names:
+        raise BatchError(f"no images found under {uri} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return names
+
+
+def read_uri_file(uri: str) -> bytes:
+    """read_image_file for a file behind a pyarrow URI."""
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(path) as f:
+            data = f.read()
+    except OSError as e:  # pyarrow's errors name the bucket/path; keep only the kind
+        raise InvalidImageError(f"The file cannot be read: {type(e).__name__}.") from e
+    if not data:
+        raise InvalidImageError("The file is empty.")
+    return data
+
+
+def decode_batch(batch: dict, source: str) -> dict:
+    """Ray task: read and decode one batch of files. Column `name` holds each name's bytes
+    (os.fsencode: Arrow strings must be UTF-8, file names need not be); out come `image` (HxWx3
+    uint8, empty for a bad file), `error` and `seconds` (read + decode time)."""
+    images, errors, seconds = [], [], []
+    for raw in batch["name"]:
+        start = time.perf_counter()
+        name = os.fsdecode(bytes(raw))
+        try:
+            data = read_uri_file(f"{source.rstrip('/')}/{name}") if is_uri(source) else read_image_file(Path(source) / name)
+            image, error = np.asarray(load_image(data)), ""
+        except InvalidImageError as e:
+            image, error = np.zeros((0, 0, 3), np.uint8), " ".join(str(e).split())
+        images.append(image)
+        errors.append(error)
+        seconds.append(time.perf_counter() - start)
+    return {"name": batch["name"], "image": _objects(images), "error": np.array(errors, dtype=object),
+            "seconds": np.array(seconds)}
+
+
+def _objects(items: list) -> np.ndarray:
+    """A 1-D object array of arrays of different shapes (np.array would try to stack them)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+class PredictActor:
+    """Ray actor: one serving predictor, loaded once from the bundle's bytes, predicting batches."""
+
+    def __init__(self, model_ref, suffix: str, num_threads: int):
+        import ray
+
+        model = ray.get(model_ref)
+        with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as f:
+            f.write(model)
+        self.predictor = load_predictor(f.name, num_threads=num_threads)
+        os.unlink(f.name)
+
+    def __call__(self, batch: dict) -> dict:
+        """Rows' results as JSON (all keys the predictor reports pass through to the driver)."""
+        import json
+
+        ok = [i for i, error in enumerate(batch["error"]) if not error]
+        results = [{"error": error} for error in batch["error"]]
+        start = time.perf_counter()
+        predicted = self.predictor.predict_batch([batch["image"][i] for i in ok]) if ok else []
+        share = (time.perf_counter() - start) / max(1, len(ok))
+        for i, result in zip(ok, predicted):
+            results[i] = {**result, "seconds": round(float(batch["seconds"][i]) + share, 5)}
+        return {"name": batch["name"], "result": np.array([json.dumps(r) for r in results], dtype=object)}
+
+
+def start_ray(address: str | None):
+    """Connect to `address` or start Ray on this machine; returns a function that undoes it."""
+    import ray
+
+    if ray.is_initialized():  # a notebook or test session that already started Ray keeps it
+        return lambda: None
+    if address:
+        import going_modular
+
+        # Cluster workers get this package (not the model: it travels through the object store).
+        ray.init(address=address, runtime_env={"py_modules": [going_modular]}, log_to_driver=False)
+    else:
+        ray.init(object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    return ray.shutdown
+
+
+def pool_size(cpus: float, actors: int | None) -> tuple[int, float]:
+    """(actors, CPUs each): by default one actor per CPU beyond the read reserve; never more
+    actor CPUs than the reserve leaves, so the read tasks always get scheduled."""
+    for_actors = max(cpus - READ_CPUS, cpus / 2)
+    actors = actors or max(1, int(for_actors))
+    if actors < 1:
+        raise BatchError(f"--actors must be at least 1, got {actors}")
+    return actors, min(1.0, for_actors / actors)
+
+
+def ray_rows(model: Path, source: str, actors: int | None, batch_size: int, num_threads: int | None):
+    """The Ray engine as run_job wants it: score(todo) yields lists of rows as actors finish them."""
+    import json
+
+    import ray
+
+    def score(names: list[str]):
+        actor_count, actor_cpus = pool_size(ray.cluster_resources().get("CPU", 1.0), actors)
+        model_ref = ray.put(model.read_bytes())
+        items = [{"name": os.fsencode(name)} for name in names]
+        ds = (ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 64)))
+              .map_batches(decode_batch, fn_kwargs={"source": str(source)}, batch_size=batch_size,
+                           num_cpus=DECODE_TASK_CPUS, memory=DECODE_TASK_MEMORY, batch_format="numpy")
+              .map_batches(PredictActor, fn_constructor_args=(model_ref, model.suffix, num_threads or 1),
+                           batch_size=batch_size, num_cpus=actor_cpus, compute=ray.data.ActorPoolStrategy(size=actor_count),
+                           batch_format="numpy"))
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [result_row(os.fsdecode(bytes(raw)), json.loads(text))
+                   for raw, text in zip(batch["name"], batch["result"])]
+
+    return score
+
+
+def score_folder_ray(model: str | os.PathLike, input_dir: str | os.PathLike, output: str | os.PathLike,
+                     actors: int | None = None, address: str | None = None, batch_size: int = 8,
+                     num_threads: int | None = None, progress: bool = True) -> dict:
+    """Score every image under `input_dir` (a folder or a pyarrow URI) not yet in `output` on Ray;
+    the same rows and summary as batch_predict.score_folder. Starts Ray on this machine unless
+    it is already running or `address` names a cluster; stops only a Ray it started."""
+    import ray
+
+    if batch_size < 1:
+        raise BatchError(f"batch size must be at least 1, got {batch_size}")
+    model = Path(model)
+    if not model.is_file():
+        raise BatchError(f"model file not found: {model}")
+    names = list_uri(str(input_dir)) if is_uri(input_dir) else image_names(Path(input_dir))
+    with output_lock(Path(output)):  # before starting Ray: a second run on this output stops at once
+        stop = start_ray(address)
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False  # run_job draws the one bar
+            return run_job(names, output, ray_rows(model, str(input_dir), actors, batch_size, num_threads), progress)
+        finally:
+            stop()
