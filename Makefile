@@ -1,9 +1,11 @@
 # FoodVision: one command to set up and run each job on a fresh machine.
-#   make demo   - install everything, then serve the FoodVision Mini Gradio demo on http://127.0.0.1:7860
+#   make demo   - install the demo's own requirements (no torch), then serve FoodVision Mini on http://127.0.0.1:7860
 #   make test   - install everything (plus headless Chromium for the browser test), then run all tests and notebooks
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# The demo serves the shipped int8 bundle: its venv holds only what a Space installs (no torch).
+DEMO_VENV := .venv-demo
 # Offline machines read the course data from the shared mirror when it sits beside the repo.
 MIRROR := $(abspath ../shared/data)
 ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
@@ -20,8 +22,13 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install -r requirements.txt
 	touch $@
 
-demo: setup
-	$(BIN)/python demos/foodvision_mini/app.py
+$(DEMO_VENV)/.installed: demos/foodvision_mini/requirements.txt
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install --quiet -r demos/foodvision_mini/requirements.txt
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python demos/foodvision_mini/app.py
 
 # The browser test drives Debian's Chromium (never a downloaded browser build).
 browser:
