@@ -385,15 +385,15 @@ def main(argv=None) -> int:
     if args.engine == "local" and "://" in args.input:
         raise BatchError(f"the local engine reads folders; use --engine ray for {args.input}")
     try:
-        # The lock first: a second run on the same output stops before loading anything.
-        with output_lock(args.output):
-            if args.engine == "ray":
-                from going_modular.deploy.batch_ray import score_folder_ray
+        if args.engine == "ray":
+            from going_modular.deploy.batch_ray import score_folder_ray  # takes the lock before starting Ray
 
-                summary = score_folder_ray(args.model, args.input, args.output, actors=args.actors,
-                                           address=args.address, batch_size=args.batch_size,
-                                           num_threads=args.threads, progress=not args.no_progress)
-            else:
+            summary = score_folder_ray(args.model, args.input, args.output, actors=args.actors, address=args.address,
+                                       batch_size=args.batch_size, num_threads=args.threads,
+                                       progress=not args.no_progress)
+        else:
+            # The lock first: a second run on the same output stops before loading anything.
+            with output_lock(args.output):
                 names = image_names(Path(args.input))  # fail fast on a bad folder, before loading the model
                 predictor = predictor_from_args(args)
                 summary = run_job(names, args.output, local_rows(predictor, Path(args.input), args.batch_size),
