@@ -1,22 +1,45 @@
-"""The comparison plot draws every model, the goal lines, and marks untrained models."""
+"""The comparison plot: every model drawn, goal lines, course reference, untrained rows apart, no overlaps."""
+import itertools
+
 import matplotlib
+import pandas as pd
+
+from going_modular.plots import COURSE_REFERENCE, plot_speed_vs_accuracy
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
-
-from going_modular.plots import plot_speed_vs_accuracy  # noqa: E402
+# notebook 06's case that overlapped: one model in two runtimes a few ms apart, plus untrained rows
+DF = pd.DataFrame({"model": ["effnet_lite0", "effnet_lite0 (onnx-int8)", "effnet_lite2", "effnetb2", "vit_b_16"],
+                   "test_acc": [0.973, 0.973, 0.967, 0.33, 0.33], "time_per_pred_cpu": [0.021, 0.0086, 0.035, 0.05, 0.23],
+                   "model_size_mb": [13.1, 3.6, 19.0, 30.0, 327.0], "pretrained": [True, True, True, False, False]})
 
 
 def test_speed_vs_accuracy_plot(tmp_path):
-    df = pd.DataFrame({"model": ["effnet_lite0", "vit_b_16"], "test_acc": [0.97, 0.33],
-                       "time_per_pred_cpu": [0.02, 0.23], "model_size_mb": [13.1, 327.0],
-                       "pretrained": [True, False]})
-    fig = plot_speed_vs_accuracy(df, goal_seconds=0.03, path=tmp_path / "plot.png")
-    ax = fig.axes[0]
+    fig = plot_speed_vs_accuracy(DF, goal_seconds=0.03, path=tmp_path / "plot.png")
+    ax, ax_speed = fig.axes
     assert (tmp_path / "plot.png").stat().st_size > 10_000
     texts = [t.get_text() for t in ax.texts]
-    assert texts[0].startswith("effnet_lite0 | 13 MB") and "untrained" in texts[1]
-    assert [line.get_xdata()[0] for line in ax.lines][0] == 0.03  # the real-time goal line
-    sizes = sorted(s for c in ax.collections for s in c.get_sizes())
-    assert sizes == [13.1 * 8, 327.0 * 8]  # bubble area follows model size
+    assert texts[0].startswith("effnet_lite0 | 13 MB") and not any("effnetb2" in t or "vit" in t for t in texts)
+    assert any(t.startswith("course EffNetB2 96.9%, 0.027 s") for t in texts)
+    assert any(t.startswith("course ViT-B/16 98.5%, 0.064 s") for t in texts)
+    assert ax.lines[0].get_xdata()[0] == 0.03  # the real-time goal line
+    sizes = sorted(s for s in ax.collections[0].get_sizes())
+    assert sizes == [3.6 * 8, 13.1 * 8, 19.0 * 8]  # bubble area follows model size
+    # untrained rows: speed only, in their own panel, named as such
+    assert [t.get_text() for t in ax_speed.get_yticklabels()] == ["effnetb2", "vit_b_16"]
+    assert [round(p.get_width(), 3) for p in ax_speed.patches] == [0.05, 0.23]
+    assert "untrained" in ax_speed.get_title()
+
+
+def test_no_two_labels_overlap():
+    fig = plot_speed_vs_accuracy(DF)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 5
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), (a, b)
+
+
+def test_without_untrained_rows_one_panel():
+    fig = plot_speed_vs_accuracy(DF[DF["pretrained"]], reference=COURSE_REFERENCE.iloc[:0])
+    assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 3
