@@ -30,8 +30,10 @@ from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
 from going_modular.deploy.batch_predict import score_folder
 from going_modular.deploy.bundle import BundleError
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
-from going_modular.deploy.serve import serve_in_subprocess
 from going_modular.deploy.stream import run_stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher is a test helper
+from server_support import serve_in_subprocess
 
 COLUMNS = ("mode", "setting", "items", "throughput/s", "median ms", "p99 ms", "dropped")
 
@@ -61,8 +63,9 @@ def measure_batch(predictor, images: list[Path], batch_size: int) -> dict:
 
 def measure_service(checkpoint: Path, images: list[bytes], requests: int, concurrency: int,
                     server_args: tuple[str, ...]) -> dict:
-    with serve_in_subprocess(checkpoint, server_args) as url, \
-            httpx.Client(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency + 5)) as client:
+    with serve_in_subprocess(checkpoint, server_args) as server, \
+            httpx.Client(base_url=server.url, timeout=300,
+                         limits=httpx.Limits(max_connections=concurrency + 5)) as client:
 
         def post(data: bytes) -> float:
             start = time.perf_counter()

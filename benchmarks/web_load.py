@@ -1,0 +1,143 @@
+"""The web service under load: 1, 50 and 200 concurrent clients against a real server.
+
+    python -m benchmarks.web_load                       # 20 s per level, the shipped Mini int8 bundle
+    python -m benchmarks.web_load --seconds 10 --levels 1 50
+
+Each client (an asyncio task with an httpx.AsyncClient) posts real JPEGs to /predict in a loop;
+a 503 is honoured by sleeping its Retry-After, as a well-behaved client does. A separate task
+probes /health/live every 100 ms. Per level: accepted req/s, p50/p99 latency of accepted
+requests, the count of each status code, the slowest /health answer, and server RSS (from /proc)
+before and after. The offline batch throughput of the same bundle (predict_batch on the same
+JPEG bytes, batch 32, in this process) is measured in the same run, so the ratio is like for like.
+Timings depend on the machine and whatever else runs on it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from itertools import zip_longest
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.deploy import cli
+from going_modular.deploy.predictor import OnnxPredictor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher is a test helper
+from server_support import serve_in_subprocess
+
+COLUMNS = ("clients", "requests", "accepted req/s", "vs offline", "p50 ms", "p99 ms", "status codes",
+           "/health max ms", "RSS before→after MB")
+
+
+def sample_jpegs(data_dir: Path, limit: int) -> list[bytes]:
+    per_class = [sorted((data_dir / "test" / cls).glob("*.jpg")) for cls in ("pizza", "steak", "sushi")]
+    return [p.read_bytes() for group in zip_longest(*per_class) for p in group if p is not None][:limit]
+
+
+def offline_throughput(images: list[bytes], batch_size: int = 32, rounds: int = 3) -> float:
+    """Images/s of predict_batch (decode + preprocess + forward) on the same bytes, best of `rounds`."""
+    predictor = OnnxPredictor()
+    predictor.predict_batch(images[:batch_size])  # warm-up
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for i in range(0, len(images), batch_size):
+            predictor.predict_batch(images[i:i + batch_size])
+        best = max(best, len(images) / (time.perf_counter() - start))
+    return best
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def run_level(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
+    latencies, statuses, health = [], Counter(), []
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one_client(k: int) -> None:
+            i = k
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                try:
+                    response = await client.post("/predict", content=images[i % len(images)],
+                                                  headers={"Content-Type": "image/jpeg"})
+                except httpx.TransportError as e:
+                    statuses[type(e).__name__] += 1
+                    continue
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                elif response.status_code == 503:
+                    await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+                i += clients
+
+        async def probe_health() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as probe:
+                while time.perf_counter() < stop:
+                    start = time.perf_counter()
+                    (await probe.get("/health/live")).raise_for_status()
+                    health.append(time.perf_counter() - start)
+                    await asyncio.sleep(0.1)
+
+        start = time.perf_counter()
+        await asyncio.gather(probe_health(), *(one_client(k) for k in range(clients)))
+        wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"clients": clients, "requests": sum(statuses.values()), "accepted req/s": len(latencies) / wall,
+            "p50 ms": float(np.percentile(ms, 50)), "p99 ms": float(np.percentile(ms, 99)),
+            "status codes": " ".join(f"{code}: {n}" for code, n in sorted(statuses.items(), key=str)),
+            "/health max ms": max(health) * 1000}
+
+
+def format_table(rows: list[dict]) -> str:
+    def cell(value):
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 50, 200], help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per level")
+    parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
+                        help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
+    parser.add_argument("--server-args", default="", help="extra flags for going_modular.deploy.serve, one string")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    images = sample_jpegs(download_data(COURSE_DATA_URL, args.data), 150)
+    offline = offline_throughput(images)
+    print(f"offline batch throughput (predict_batch, batch 32, same {len(images)} JPEGs): {offline:.1f} images/s")
+    rows = []
+    with serve_in_subprocess(args=tuple(args.server_args.split())) as server:
+        for clients in args.levels:
+            before = rss_mb(server.proc.pid)
+            row = asyncio.run(run_level(server.url, images, clients, args.seconds))
+            row["vs offline"] = f"{row['accepted req/s'] / offline:.0%}"
+            row["RSS before→after MB"] = f"{before:.0f}→{rss_mb(server.proc.pid):.0f}"
+            rows.append(row)
+            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    print(f"\noffline batch throughput: {offline:.1f} images/s\n")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
