@@ -3,19 +3,36 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from going_modular.predictor import Predictor
-from going_modular.deploy.stream import Frame, FrameQueue, iter_frame_dir, iter_mjpeg, main, predict_frame, run_stream
+from going_modular.deploy import cli
+from going_modular.deploy.predictor import OnnxPredictor
+from going_modular.deploy.stream import (
+    Frame,
+    FrameQueue,
+    FrameTooLarge,
+    iter_frame_dir,
+    iter_mjpeg,
+    main,
+    predict_frame,
+    run_stream,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FRAMES_PER_CLASS = 4
 
 
 @pytest.fixture(scope="module")
-def predictor(mini_checkpoint) -> Predictor:
-    return Predictor(mini_checkpoint)
+def predictor() -> OnnxPredictor:
+    return OnnxPredictor()  # the shipped FoodVision Mini bundle
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +65,14 @@ def test_every_frame_predicted_in_order_matching_predictor(predictor, frames):
     assert [r["frame"] for r in records] == list(range(len(frames)))
     timestamps = [r["timestamp"] for r in records]
     assert timestamps == sorted(timestamps)
-    for record, data in zip(records, frames):
+    for record, data in zip(records, frames, strict=True):
         expected = predictor.predict(data, top_k=3)
         assert record["label"] == expected["label"]
         assert record["prob"] == pytest.approx(expected["prob"], abs=1e-3)
         assert list(record["probs"]) == list(expected["probs"])
     # The frames come from 4 pizza, 4 steak and 4 sushi photos: the model should mostly agree.
     truth = ["pizza"] * FRAMES_PER_CLASS + ["steak"] * FRAMES_PER_CLASS + ["sushi"] * FRAMES_PER_CLASS
-    assert sum(r["label"] == t for r, t in zip(records, truth)) >= 10
+    assert sum(r["label"] == t for r, t in zip(records, truth, strict=True)) >= 10
 
 
 def test_paced_source_accounts_for_every_frame(predictor, frames):
@@ -132,7 +149,110 @@ def test_cli_streams_mjpeg_file_to_json_lines(frames, tmp_path, capsys):
 def test_cli_bad_source_is_a_clear_error(tmp_path, capsys, name, message):
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     (tmp_path / "empty").mkdir()
-    assert main(["--source", str(tmp_path / name)]) == 2
+    assert cli.run(lambda: main(["--source", str(tmp_path / name)])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
+
+
+def damage_kinds(frame: bytes) -> dict[str, bytes]:
+    """Every way a frame arrives broken: cut anywhere in its headers or scan data, its EOI lost,
+    bits flipped, an empty JPEG, junk or random bytes next to it."""
+    sos, dqt = frame.find(b"\xff\xda"), frame.find(b"\xff\xdb")
+    rng = random.Random(0)
+    junk = bytes(rng.randrange(256) for _ in range(100_000))
+    kinds = {"cut after SOI": frame[:2], "cut in a table": frame[:dqt + 30], "cut before scan": frame[:sos],
+             "cut in scan header": frame[:sos + 6], "cut in scan data": frame[: len(frame) // 2],
+             "missing EOI": frame[:-2], "empty JPEG": b"\xff\xd8\xff\xd9", "junk after": frame + junk[:5000],
+             "random bytes": junk}
+    for seed in range(10):
+        flipped = bytearray(frame)
+        for _ in range(4):
+            flipped[rng.randrange(2, len(frame))] ^= 1 << rng.randrange(8)
+        kinds[f"bit flips {seed}"] = bytes(flipped)
+    return kinds
+
+
+def test_damaged_frame_never_costs_the_next_one(frames, predictor):
+    """Before the resynchronising splitter, 6 of these kinds swallowed the next intact frame."""
+    intact = [frames[1], frames[2], with_fake_thumbnail(frames[3], frames[4])]
+    for kind, damaged in damage_kinds(frames[0]).items():
+        for chunk_size in (1 << 20, 4096, 7):  # frames arriving whole, in pieces, and byte by byte
+            split = list(iter_mjpeg(io.BytesIO(damaged + b"".join(intact)), chunk_size=chunk_size))
+            assert split[-3:] == intact, (kind, chunk_size)
+            assert len(split) <= 4, kind  # the damaged part is at most one frame
+    records = []
+    run_stream(predictor, [frames[0][:300], frames[1]], records.append, fps=0, drop=False)
+    assert "damaged or truncated" in records[0]["error"]
+    assert records[1]["label"] == predictor.predict(frames[1])["label"]
+
+
+def test_oversize_frame_is_one_error_and_the_reader_resynchronises(frames, predictor):
+    never_ending = frames[0][: frames[0].find(b"\xff\xda") + 14] + bytes(3_000_000)  # scan data, no end
+    split = list(iter_mjpeg(io.BytesIO(frames[1] + never_ending + frames[2]), chunk_size=65536,
+                            max_frame_bytes=1_000_000))
+    assert split[0] == frames[1] and split[2] == frames[2] and len(split) == 3
+    assert isinstance(split[1], FrameTooLarge)
+    records = []
+    run_stream(predictor, split, records.append, fps=0, drop=False)
+    assert [("error" in r) for r in records] == [False, True, False]
+    assert records[1]["error"] == "Frame larger than the 1 MB limit (--max-frame-mb): skipped."
+    assert set(predictor.predict(frames[1])) <= set(records[0])  # every key of the prediction is passed through
+
+
+def test_frame_dir_refuses_oversize_and_empty_files(frame_dir, tmp_path, predictor):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "0.jpg").write_bytes((frame_dir / "frame_0.jpg").read_bytes())
+    (folder / "1.jpg").write_bytes(bytes(2_000_000))
+    (folder / "2.jpg").write_bytes(b"")
+    read = list(iter_frame_dir(folder, max_frame_bytes=1_000_000))
+    assert isinstance(read[1], FrameTooLarge) and read[2] == b""
+    records = []
+    run_stream(predictor, read, records.append, fps=0, drop=False)
+    assert "label" in records[0] and "1 MB limit" in records[1]["error"] and "empty" in records[2]["error"]
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_never_ending_frame_on_a_pipe_keeps_memory_bounded(frames, tmp_path):
+    """300 MB of a frame that never ends, piped into the CLI: one error line, the next frame is
+    scored, and the peak RSS (from /proc) stays far below the frame (before: 393 MB when the
+    last byte went in, 97 s of re-scanning, and the next frame swallowed)."""
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "going_modular.deploy.stream", "--source", "-", "--fps", "0",
+                             "--block", "--max-frame-mb", "8", "--output", str(out)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc.stdin.write(frames[1])
+    proc.stdin.write(frames[0][: frames[0].find(b"\xff\xda") + 14])
+    block = bytes(1 << 20)
+    for _ in range(300):
+        proc.stdin.write(block)
+    proc.stdin.write(frames[2])
+    proc.stdin.flush()
+    peak = vm_hwm_mb(proc.pid)  # the pipe holds 64 KB: the reader has seen all 300 MB by now
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert ["error" in r for r in records] == [False, True, False]
+    assert "8 MB limit" in records[1]["error"]
+    assert peak < 160  # interpreter + ONNX Runtime + model ~85 MB; the frame adds <= 8 MB + one read (before: 393 MB here)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all\n", "truncated"])
+def test_corrupt_model_is_one_error_line(frame_dir, tmp_path, content):
+    bundle = ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
+    corrupt = tmp_path / "model.int8.onnx"
+    corrupt.write_bytes(bundle.read_bytes()[:200_000] if content == "truncated" else content)
+    done = subprocess.run([sys.executable, "-m", "going_modular.deploy.stream", "--source", str(frame_dir),
+                           "--model", str(corrupt)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "is not a readable ONNX model" in done.stderr and "Traceback" not in done.stderr

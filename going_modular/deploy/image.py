@@ -91,7 +91,8 @@ def _decoding():
     except InvalidImageError:
         raise
     except Image.DecompressionBombError as e:  # PIL refuses > 2x its own pixel limit before we can look
-        raise InvalidImageError(f"Image is too large; the limit is {decode_limits()[0] // 1_000_000} megapixels.") from e
+        limit = decode_limits()[0] // 1_000_000
+        raise InvalidImageError(f"Image is too large; the limit is {limit} megapixels.") from e
     except UnidentifiedImageError as e:
         raise InvalidImageError("This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP...).") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated/corrupt data
