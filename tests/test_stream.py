@@ -242,7 +242,7 @@ def test_never_ending_frame_on_a_pipe_keeps_memory_bounded(frames, tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert ["error" in r for r in records] == [False, True, False]
     assert "8 MB limit" in records[1]["error"]
-    assert peak < 160  # interpreter + ONNX Runtime + model ~85 MB; the frame adds <= 8 MB + one read (before: 393 MB here)
+    assert peak < 160  # interpreter + ONNX Runtime + model ~85 MB; the frame adds <= 8 MB + one read
 
 
 @pytest.mark.parametrize("content", [b"", b"not a model at all\n", "truncated"])
