@@ -207,7 +207,7 @@ def split_subset(dataset, fraction: float = 0.2, seed: int = 42) -> Subset:
     """A seeded, class-stratified random `fraction` of a dataset (e.g. 20% of Food-101)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    targets = getattr(dataset, "targets", None) or getattr(dataset, "_labels")
+    targets = getattr(dataset, "targets", None) or dataset._labels
     by_class = defaultdict(list)
     for i, t in enumerate(targets):
         by_class[t].append(i)

@@ -118,7 +118,8 @@ def map_lite_keys(src: dict, timm_model: nn.Module) -> dict:
 @register("effnetb2", head="classifier", features=1408, dropout=0.3)
 def effnetb2(weights):
     w = _torchvision_weights(torchvision.models.EfficientNet_B2_Weights, weights)
-    return torchvision.models.efficientnet_b2(weights=w), torchvision.models.EfficientNet_B2_Weights.DEFAULT.transforms()
+    transforms = torchvision.models.EfficientNet_B2_Weights.DEFAULT.transforms()
+    return torchvision.models.efficientnet_b2(weights=w), transforms
 
 
 # ViT has no convolutions after the patch embedding, so the NHWC layout buys it nothing.

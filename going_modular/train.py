@@ -19,10 +19,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python going_modular/train.py`: make the package importable, as -m does
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402  (after the script-mode path fix above)
+import torch
 
-from going_modular import data_setup, engine, model_builder, utils  # noqa: E402
-from going_modular.deploy import cli  # noqa: E402
+from going_modular import data_setup, engine, model_builder, utils
+from going_modular.deploy import cli
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

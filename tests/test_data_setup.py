@@ -12,6 +12,7 @@ from torchvision import transforms as T
 
 from going_modular import data_setup
 from going_modular.data_setup import DataError, create_dataloaders, download_data
+from going_modular.deploy.bundle import BundleError
 
 
 @pytest.fixture()
@@ -27,7 +28,8 @@ def http_mirror(shared_data):
 
 
 def _counts(root: Path) -> dict:
-    return {f"{s}/{c}": len(list((root / s / c).iterdir())) for s in ("train", "test") for c in ("pizza", "steak", "sushi")}
+    return {f"{s}/{c}": len(list((root / s / c).iterdir()))
+            for s in ("train", "test") for c in ("pizza", "steak", "sushi")}
 
 
 def test_download_over_http_verifies_and_extracts(http_mirror, tmp_path, monkeypatch):
@@ -41,7 +43,8 @@ def test_download_over_http_verifies_and_extracts(http_mirror, tmp_path, monkeyp
 
 def test_mirror_env_redirects_course_url(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv(data_setup.MIRROR_ENV, str(shared_data))
-    assert data_setup.resolve_source(data_setup.COURSE_DATA_URL) == str(shared_data / "pizza_steak_sushi_20_percent.zip")
+    expected = str(shared_data / "pizza_steak_sushi_20_percent.zip")
+    assert data_setup.resolve_source(data_setup.COURSE_DATA_URL) == expected
     dest = download_data(destination=tmp_path / "pss")
     assert (dest / "train" / "pizza").is_dir()
 
@@ -109,7 +112,8 @@ def test_missing_source_file(tmp_path):
 
 def test_dataloaders_on_real_data(pss_dir):
     transform = T.Compose([T.Resize((64, 64)), T.ToTensor()])
-    train_dl, test_dl, classes = create_dataloaders(pss_dir / "train", pss_dir / "test", transform, batch_size=8, num_workers=0)
+    train_dl, test_dl, classes = create_dataloaders(pss_dir / "train", pss_dir / "test", transform, batch_size=8,
+                                                    num_workers=0)
     assert classes == ["pizza", "steak", "sushi"]
     assert len(train_dl.dataset) == 450 and len(test_dl.dataset) == 150
     X, y = next(iter(train_dl))
@@ -165,7 +169,7 @@ def test_food101_missing_root_and_wrong_class_file(tmp_path, shared_data):
     with pytest.raises(DataError, match="not in class_names"):
         data_setup.create_food101_datasets(shared_data / "food101_mini", class_names=data_setup.read_class_names(wrong))
     wrong.write_text("pizza\npizza\n")
-    with pytest.raises(DataError, match="unique class names"):
+    with pytest.raises(BundleError, match="unique class names"):  # read by the serving wing's reader
         data_setup.read_class_names(wrong)
 
 

@@ -15,7 +15,8 @@ def _model_and_loaders(synthetic_dir, shuffle=True):
     train_dl, test_dl, classes = create_dataloaders(synthetic_dir / "train", synthetic_dir / "test", transform,
                                                     batch_size=16, num_workers=0)
     if not shuffle:
-        train_dl = DataLoader(datasets.ImageFolder(synthetic_dir / "train", transform, loader=image_loader), batch_size=16)
+        train_data = datasets.ImageFolder(synthetic_dir / "train", transform, loader=image_loader)
+        train_dl = DataLoader(train_data, batch_size=16)
     return model, train_dl, test_dl
 
 

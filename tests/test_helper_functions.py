@@ -3,9 +3,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import helper_functions as hf  # noqa: E402
-from going_modular import data_setup, predictions, utils  # noqa: E402
-from going_modular.utils import load_model  # noqa: E402
+import helper_functions as hf
+from going_modular import data_setup, predictions, utils
+from going_modular.utils import load_model
 
 
 def test_reexports_are_not_copies():

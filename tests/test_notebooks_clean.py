@@ -68,7 +68,7 @@ def test_prose_before_code(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebooks_use_going_modular_and_fast_mode(path):
+def test_notebooks_import_going_modular_instead_of_pasting_it(path):
     source = "\n".join(_text(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
     assert "from going_modular import course" in source
     assert "def train_step" not in source and "class ImageFolder" not in source  # imported, not pasted

@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 
 # notebook 06's case that overlapped: one model in two runtimes a few ms apart, plus untrained rows
 DF = pd.DataFrame({"model": ["effnet_lite0", "effnet_lite0 (onnx-int8)", "effnet_lite2", "effnetb2", "vit_b_16"],
-                   "test_acc": [0.973, 0.973, 0.967, 0.33, 0.33], "time_per_pred_cpu": [0.021, 0.0086, 0.035, 0.05, 0.23],
+                   "test_acc": [0.973, 0.973, 0.967, 0.33, 0.33],
+                   "time_per_pred_cpu": [0.021, 0.0086, 0.035, 0.05, 0.23],
                    "model_size_mb": [13.1, 3.6, 19.0, 30.0, 327.0], "pretrained": [True, True, True, False, False]})
 
 
