@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -17,10 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
-from going_modular.deploy.batch_predict import (FIELDS, journal_path, main, read_journal, read_output,
-                                                score_folder)
+from going_modular.deploy.batch_predict import (FIELDS, csv_cells, journal_path, main, read_journal, read_output,
+                                                row_from_cells, score_folder)
 from going_modular.deploy.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +225,24 @@ def test_any_file_name_is_scored_written_and_resumed(pss_dir, predictor, tmp_pat
     again = score_folder(predictor, root, output, progress=False)
     assert (again["skipped"], again["scored"]) == (len(HOSTILE_NAMES), 0)
     assert len(read_csv(output)) == len(HOSTILE_NAMES)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b),
+                           min_size=1, max_size=3))
+def test_every_possible_name_round_trips_through_the_csv(parts):
+    """The property behind the test above: any path of bytes a POSIX file system allows comes back
+    exact from the CSV, in one line, with no cell starting like a formula."""
+    path = b"/".join(parts)
+    buffer = io.StringIO(newline="")
+    name = os.fsdecode(path)
+    csv.DictWriter(buffer, fieldnames=FIELDS).writerow(csv_cells({**dict.fromkeys(FIELDS, ""), "path": name,
+                                                                  "error": name}))
+    line = buffer.getvalue()
+    assert line.endswith("\r\n") and "\n" not in line[:-2] and "\r" not in line[:-2]
+    cells = next(csv.DictReader(io.StringIO(line, newline=""), fieldnames=FIELDS))
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells.values())
+    assert os.fsencode(row_from_cells(cells)["path"]) == path
 
 
 @contextlib.contextmanager

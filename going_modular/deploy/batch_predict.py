@@ -65,19 +65,19 @@ class BatchError(RuntimeError):
 
 # --- file names -> CSV cells and back -------------------------------------------------------
 
-def escape_name(name: str) -> str:
-    """A relative path as printable UTF-8 text: '\\', control characters and non-UTF-8 bytes escaped."""
+def escape_text(text: str) -> str:
+    """A name (or any cell) as printable UTF-8 text: '\\', control characters and non-UTF-8 bytes escaped."""
     def escape(match: re.Match) -> str:
         ch = match.group()
         if ch in SHORT_ESCAPES:
             return SHORT_ESCAPES[ch]
         code = ord(ch)
         return f"\\x{code - 0xDC00 if code >= 0xDC00 else code:02x}"
-    return NAME_SPECIALS.sub(escape, name)
+    return NAME_SPECIALS.sub(escape, text)
 
 
-def unescape_name(text: str) -> str:
-    """The inverse of escape_name (bytes >= 0x80 come back as the surrogates os.fsencode turns into bytes)."""
+def unescape_text(text: str) -> str:
+    """The inverse of escape_text (bytes >= 0x80 come back as the surrogates os.fsencode turns into bytes)."""
     def unescape(match: re.Match) -> str:
         code = match.group(1)
         if not code.startswith("x"):
@@ -96,14 +96,15 @@ def unneutralise(cell: str) -> str:
 
 
 def csv_cells(row: dict) -> dict:
-    """A row as written to the CSV: the path escaped, every cell safe to open in a spreadsheet."""
-    return {f: neutralise(escape_name(row["path"]) if f == "path" else str(row[f])) for f in FIELDS}
+    """A row as written to the CSV: every cell escaped (one line a row, valid UTF-8) and safe to
+    open in a spreadsheet. The path needs it; the other cells get it too, so that no error
+    message can ever break the file."""
+    return {f: neutralise(escape_text(str(row[f]))) for f in FIELDS}
 
 
 def row_from_cells(cells: dict) -> dict:
-    row = {f: unneutralise(cells[f]) for f in FIELDS}
-    row["path"] = unescape_name(row["path"])
-    return row
+    """The inverse of csv_cells."""
+    return {f: unescape_text(unneutralise(cells[f])) for f in FIELDS}
 
 
 # --- the input --------------------------------------------------------------------------------
@@ -159,7 +160,8 @@ def read_output(path: Path) -> list[dict]:
                                  f"choose another --output")
             cells = list(reader)
     except UnicodeDecodeError as e:
-        raise BatchError(f"{path} exists but is not a batch_predict CSV (not UTF-8 text); choose another --output") from e
+        raise BatchError(f"{path} exists but is not a batch_predict CSV (not UTF-8 text); "
+                         f"choose another --output") from e
     good = [c for c in cells if None not in c and None not in c.values()]
     if len(good) < len(cells):
         log.warning("%s: skipped %d malformed row(s); their images will be scored again", path, len(cells) - len(good))
@@ -283,7 +285,7 @@ def predict_each(predictor: Predicting, sources: list, top_k: int | None = None,
         except InvalidImageError as e:
             results[i] = {"error": " ".join(str(e).split())}  # one line: fits a CSV cell or a log
     if images:
-        results.update(zip(images, predictor.predict_batch(list(images.values()), top_k=top_k)))
+        results.update(zip(images, predictor.predict_batch(list(images.values()), top_k=top_k), strict=True))
     return [results[i] for i in range(len(sources))]
 
 
@@ -297,7 +299,7 @@ def score_batch(predictor: Predicting, root: Path, names: list[str]) -> list[dic
     start = time.perf_counter()
     results = predict_each(predictor, [root / name for name in names], decode=load_image_file)
     per_image = round((time.perf_counter() - start) / len(names), 5)  # read + decode + forward share
-    return [result_row(name, {**result, "seconds": per_image}) for name, result in zip(names, results)]
+    return [result_row(name, {**result, "seconds": per_image}) for name, result in zip(names, results, strict=True)]
 
 
 def local_rows(predictor: Predicting, root: Path, batch_size: int) -> Callable[[list[str]], Iterator[list[dict]]]:

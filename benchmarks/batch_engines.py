@@ -1,0 +1,135 @@
+"""Batch scoring engines side by side: the local engine vs Ray Data with 1 and 2 actors.
+
+    python -m benchmarks.batch_engines            # all 600 real course images (train + test)
+    python -m benchmarks.batch_engines --quick    # the 150 test images
+
+Measures, with the shipped int8 bundle on real photos (every job a fresh output CSV, so each
+scores every image):
+- images/s of the local engine (ONNX Runtime's default threads, and 1 thread: the per-core figure);
+- images/s of the Ray engine with 1 and 2 actors (a job includes its actor start-up, as a user sees
+  it; "after start-up" takes away the wall time of an 8-image job, what a very long job tends to);
+- Ray's start-up overhead: `ray.init` of a local Ray, and a job of 8 images (actor start + model load);
+- a worked estimate of the cluster that scores 10 million images in one hour, from the per-core figure.
+Timings depend on the machine and on whatever else runs on it; compare ratios within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.deploy.batch_predict import score_folder
+from going_modular.deploy.batch_ray import READ_CPUS, pool_size, score_folder_ray
+from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
+
+COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per CPU after start-up")
+TARGET_IMAGES, TARGET_SECONDS = 10_000_000, 3600
+NODE_CPUS = 16  # a common cloud node size for the estimate
+
+
+def link_images(data_dir: Path, splits: tuple[str, ...], folder: Path) -> int:
+    """Symlink the real images of `splits` into `folder` (class/name kept); returns how many."""
+    images = sorted(p for split in splits for p in (data_dir / split).glob("*/*.jpg"))
+    for image in images:
+        target = folder / f"{image.parents[1].name}_{image.parent.name}_{image.name}"
+        os.symlink(image.resolve(), target)
+    return len(images)
+
+
+def timed(engine: str, setting: str, cpus: float, job) -> dict:
+    """Run one scoring job into a fresh CSV and make its table row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = job(Path(tmp) / "predictions.csv")
+        wall = time.perf_counter() - start
+    return {"engine": engine, "setting": setting, "images": summary["scored"], "wall s": wall,
+            "images/s": summary["scored"] / wall, "images/s per CPU": summary["scored"] / wall / cpus}
+
+
+def format_table(rows: list[dict]) -> str:
+    def cell(value):
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cluster_estimate(per_cpu: float, ray_per_cpu: float) -> str:
+    """The worked estimate: CPUs and nodes for TARGET_IMAGES in TARGET_SECONDS, from the per-core
+    figure corrected by what Ray delivered per CPU it occupied here (actors and the read reserve)
+    once started: an hour-long job pays its start-up once."""
+    needed_rate = TARGET_IMAGES / TARGET_SECONDS
+    efficiency = ray_per_cpu / per_cpu
+    cpus = math.ceil(needed_rate / ray_per_cpu)
+    nodes = math.ceil(cpus / NODE_CPUS)
+    return (f"10 million images in one hour = {TARGET_IMAGES:,} / {TARGET_SECONDS} s = {needed_rate:,.0f} images/s. "
+            f"One core scores {per_cpu:.1f} images/s (local engine, 1 thread): {math.ceil(needed_rate / per_cpu)} "
+            f"cores if nothing else cost anything. Ray delivered {ray_per_cpu:.1f} images/s per CPU it occupied "
+            f"after start-up ({efficiency:.0%} of the per-core figure), so {needed_rate:,.0f} / {ray_per_cpu:.1f} = {cpus} CPUs = "
+            f"{nodes} nodes of {NODE_CPUS} CPUs; with ~20% headroom for stragglers and retries, "
+            f"{math.ceil(nodes * 1.2)} nodes.")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
+    parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
+                        help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import ray
+
+    args = parse_args(argv)
+    data_dir = download_data(COURSE_DATA_URL, args.data)
+    cpus = os.cpu_count() or 1
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        n = link_images(data_dir, ("test",) if args.quick else ("train", "test"), folder)
+        print(f"[INFO] {n} real images, {cpus} CPUs, bundle {DEFAULT_BUNDLE.name}", file=sys.stderr)
+        for threads in (None, 1):
+            predictor = load_predictor(DEFAULT_BUNDLE, num_threads=threads)
+            predictor.predict_batch(sorted(folder.iterdir())[:args.batch_size])  # one-off ORT set-up
+            rows.append(timed("local", f"{threads or 'default'} thread(s)", threads or cpus,
+                              lambda out, p=predictor: score_folder(p, folder, out, args.batch_size, progress=False)))
+
+        start = time.perf_counter()
+        ray.init(num_cpus=cpus, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        init_seconds = time.perf_counter() - start
+        try:
+            small = Path(tmp) / "small"
+            small.mkdir()
+            for image in sorted(folder.iterdir())[:8]:
+                os.symlink(image.resolve(), small / image.name)
+            startup = timed("ray", "8 images (start-up)", 1,
+                            lambda out: score_folder_ray(DEFAULT_BUNDLE, small, out, actors=1, progress=False))
+            for actors in (1, 2):
+                count, each = pool_size(cpus, actors)  # CPUs the job occupies: actors + the read reserve
+                occupied = min(cpus, count * each + READ_CPUS)
+                row = timed("ray", f"{actors} actor(s)", occupied,
+                            lambda out, a=actors: score_folder_ray(DEFAULT_BUNDLE, folder, out, actors=a,
+                                                                   batch_size=args.batch_size, progress=False))
+                steady_wall = max(row["wall s"] - startup["wall s"], 1e-9)
+                rows.append({**row, "per CPU after start-up": (row["images"] - 8) / steady_wall / occupied})
+        finally:
+            ray.shutdown()
+    print(format_table(rows))
+    print(f"\nRay start-up: ray.init {init_seconds:.1f} s; a job of 8 images {startup['wall s']:.1f} s "
+          f"(actor start + model load + pipeline set-up, paid once per job).")
+    per_cpu = rows[1]["images/s"]
+    print(cluster_estimate(per_cpu, max(r["per CPU after start-up"] for r in rows if r["engine"] == "ray")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
