@@ -24,7 +24,7 @@ from pathlib import Path
 
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy.batch_predict import score_folder
-from going_modular.deploy.batch_ray import READ_CPUS, pool_size, score_folder_ray
+from going_modular.deploy.batch_ray import pool_size, read_reserve, score_folder_ray
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 
 COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per CPU after start-up")
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                             lambda out: score_folder_ray(DEFAULT_BUNDLE, small, out, actors=1, progress=False))
             for actors in (1, 2):
                 count, each = pool_size(cpus, actors)  # CPUs the job occupies: actors + the read reserve
-                occupied = min(cpus, count * each + READ_CPUS)
+                occupied = count * each + read_reserve(cpus)
                 row = timed("ray", f"{actors} actor(s)", occupied,
                             lambda out, a=actors: score_folder_ray(DEFAULT_BUNDLE, folder, out, actors=a,
                                                                    batch_size=args.batch_size, progress=False))
