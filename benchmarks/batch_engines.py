@@ -70,8 +70,8 @@ def cluster_estimate(per_cpu: float, ray_per_cpu: float) -> str:
     return (f"10 million images in one hour = {TARGET_IMAGES:,} / {TARGET_SECONDS} s = {needed_rate:,.0f} images/s. "
             f"One core scores {per_cpu:.1f} images/s (local engine, 1 thread): {math.ceil(needed_rate / per_cpu)} "
             f"cores if nothing else cost anything. Ray delivered {ray_per_cpu:.1f} images/s per CPU it occupied "
-            f"after start-up ({efficiency:.0%} of the per-core figure), so {needed_rate:,.0f} / {ray_per_cpu:.1f} = {cpus} CPUs = "
-            f"{nodes} nodes of {NODE_CPUS} CPUs; with ~20% headroom for stragglers and retries, "
+            f"after start-up ({efficiency:.0%} of the per-core figure), so {needed_rate:,.0f} / {ray_per_cpu:.1f} = "
+            f"{cpus} CPUs = {nodes} nodes of {NODE_CPUS} CPUs; with ~20% headroom for stragglers and retries, "
             f"{math.ceil(nodes * 1.2)} nodes.")
 
 
