@@ -299,14 +299,15 @@ def test_cli_reports_throughput(pss_dir, tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("make_input, message", [
-    (lambda d: d.mkdir(), "no images found"),
-    (lambda d: None, "input folder not found"),
+@pytest.mark.parametrize("make_input, extra, message", [
+    (lambda d: d.mkdir(), (), "no images found"),
+    (lambda d: None, (), "input folder not found"),
+    (lambda d: d.mkdir(), ("--actors", "2"), "need --engine ray"),
 ])
-def test_cli_bad_input_is_a_clear_error(tmp_path, make_input, message):
+def test_cli_bad_input_is_a_clear_error(tmp_path, make_input, extra, message):
     folder = tmp_path / "photos"
     make_input(folder)
-    run = run_cli("--input", folder, "--output", tmp_path / "out.csv")
+    run = run_cli("--input", folder, "--output", tmp_path / "out.csv", *extra)
     assert run.wait(timeout=60) == 2
     err = run.stderr.read()
     assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -384,8 +384,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.engine == "local" and "://" in args.input:
-        raise BatchError(f"the local engine reads folders; use --engine ray for {args.input}")
+    if args.engine == "local" and ("://" in args.input or args.address or args.actors):
+        raise BatchError("--address, --actors and URI inputs need --engine ray; the local engine reads a folder "
+                         "in this process")
     try:
         if args.engine == "ray":
             from going_modular.deploy.batch_ray import score_folder_ray  # takes the lock before starting Ray
