@@ -52,14 +52,10 @@ def local_rows(folder, tmp_path_factory) -> dict:
 
 
 def assert_same_rows(rows: list[dict], reference: dict) -> None:
-    """Same paths, labels, top-3 classes and errors; probabilities within ONNX Runtime's batch-size noise."""
+    """Every file once, and every cell but `seconds` identical to the local engine's row."""
     assert len(rows) == len({r["path"] for r in rows}) == len(reference)
     for row in rows:
-        ref = reference[row["path"]]
-        assert (row["label"], row["error"]) == (ref["label"], ref["error"]), row["path"]
-        assert [c.split(":")[0] for c in row["top3"].split(";")] == [c.split(":")[0] for c in ref["top3"].split(";")]
-        if not row["error"]:
-            assert float(row["prob"]) == pytest.approx(float(ref["prob"]), abs=2e-3)
+        assert {**row, "seconds": ""} == {**reference[row["path"]], "seconds": ""}
 
 
 def test_ray_engine_resumes_an_interrupted_run_and_gives_the_local_rows(ray_session, folder, local_rows, tmp_path,
@@ -100,8 +96,8 @@ def test_ray_engine_resumes_an_interrupted_run_and_gives_the_local_rows(ray_sess
 def test_pool_leaves_a_cpu_for_the_read_tasks():
     assert pool_size(2, None) == (1, 1.0)
     assert pool_size(2, 2) == (2, 0.5)  # 2 actors x 1 CPU on 2 CPUs would starve the readers
-    assert pool_size(16, None) == (12, 1.0)  # a quarter of a big node decodes
-    assert pool_size(16, 24) == (24, 0.5)
+    assert pool_size(64, None) == (57, 1.0)  # a tenth of a big cluster reads
+    assert pool_size(10, 18) == (18, 0.5)
     assert pool_size(1, None) == (1, 0.5)
 
 

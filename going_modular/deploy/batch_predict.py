@@ -38,7 +38,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator
 
 from going_modular.deploy import cli
-from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError
 from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
 # The output's columns, in order; every other part of this module follows this list, so a new
@@ -270,34 +270,54 @@ def result_row(name: str, result: dict) -> dict:
     return row
 
 
-def predict_each(predictor: Predicting, sources: list, top_k: int | None = None,
-                 decode: Callable = load_image) -> list[dict]:
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split())  # fits a CSV cell or a log line
+
+
+def read_or_error(path: str | os.PathLike) -> bytes | str:
+    """A file's bytes, or why it cannot be read (read_image_file's message)."""
+    try:
+        return read_image_file(path)
+    except InvalidImageError as e:
+        return one_line(e)
+
+
+def predict_each(predictor: Predicting, sources: list, top_k: int | None = None) -> list[dict]:
     """Predict several images in one forward pass, where any of them may be unreadable.
 
-    Each source is decoded on its own (`decode` raises InvalidImageError for a bad one), so a
-    bad file only costs its own entry ({"error": message}); the readable ones go through the
-    model together. Shared by the local batch engine and the web service's /predict/batch.
+    The predictor's own predict_batch decodes and preprocesses, so rows are exactly what every
+    other mode answers for the same file. A batch holding a bad image is redone one image at a
+    time, so a bad file only costs its own entry ({"error": message}); that changes no other
+    row, as a prediction does not depend on the batch it ran in (the shipped int8 bundle gives
+    the same probabilities for an image alone and in a batch).
     """
-    images, results = {}, {}
-    for i, source in enumerate(sources):
-        try:
-            images[i] = decode(source)
-        except InvalidImageError as e:
-            results[i] = {"error": " ".join(str(e).split())}  # one line: fits a CSV cell or a log
-    if images:
-        results.update(zip(images, predictor.predict_batch(list(images.values()), top_k=top_k), strict=True))
+    try:
+        return predictor.predict_batch(sources, top_k=top_k)
+    except InvalidImageError:
+        return [predict_or_error(predictor, source, top_k) for source in sources]
+
+
+def predict_or_error(predictor: Predicting, source, top_k: int | None = None) -> dict:
+    try:
+        return predictor.predict_batch([source], top_k=top_k)[0]
+    except InvalidImageError as e:
+        return {"error": one_line(e)}
+
+
+def score_sources(predictor: Predicting, sources: list[bytes | str]) -> list[dict]:
+    """Results for files read by read_or_error: their bytes are predicted, their read errors kept.
+    Both engines score a batch through this (the Ray actors too), so their rows cannot differ."""
+    readable = [i for i, source in enumerate(sources) if isinstance(source, bytes)]
+    results = {i: {"error": source} for i, source in enumerate(sources) if not isinstance(source, bytes)}
+    if readable:
+        results.update(zip(readable, predict_each(predictor, [sources[i] for i in readable]), strict=True))
     return [results[i] for i in range(len(sources))]
-
-
-def load_image_file(path: str | os.PathLike):
-    """load_image on read_image_file's bytes (so an unreadable file's error names no path): PIL RGB."""
-    return load_image(read_image_file(path))
 
 
 def score_batch(predictor: Predicting, root: Path, names: list[str]) -> list[dict]:
     """Output rows for one batch of image files (the local engine)."""
     start = time.perf_counter()
-    results = predict_each(predictor, [root / name for name in names], decode=load_image_file)
+    results = score_sources(predictor, [read_or_error(root / name) for name in names])
     per_image = round((time.perf_counter() - start) / len(names), 5)  # read + decode + forward share
     return [result_row(name, {**result, "seconds": per_image}) for name, result in zip(names, results, strict=True)]
 

@@ -5,20 +5,20 @@
         --engine ray --address ray://head:10001
 
 The pipeline: list files (in the driver, which also skips what the output already holds) ->
-read + decode in Ray tasks (`load_image`, the loader every mode shares) -> predict in a pool of
-actors, each holding one serving predictor (`load_predictor(bundle)`, the same one the local
-engine, the web service and the demos use, so results cannot drift) -> rows back to the driver,
-which journals and publishes them exactly as the local engine does (batch_predict.run_job): same
-CSV, same resume, same single-writer lock.
+read files in Ray tasks (local paths or any URI pyarrow reads) -> decode, preprocess and predict
+in a pool of actors, each holding one serving predictor (`load_predictor(bundle)`) and scoring a
+batch with the local engine's own `score_sources`, so rows cannot differ from the local engine's
+or from any other mode's (decoding stays inside the predictor, where every mode does it) -> rows
+back to the driver, which journals and publishes them exactly as the local engine does
+(batch_predict.run_job): same CSV, same resume, same single-writer lock.
 
 Without --address, Ray starts on this machine for the run and stops after it. The model file
 travels through Ray's object store, so cluster nodes need no copy of it; the input must be
 readable from every node (a shared folder, or a URI such as s3://, gs://, which pyarrow reads).
 
-Sizing: the read/decode tasks keep a quarter of the cluster's CPUs (at least one; decoding a photo
-costs about a quarter of predicting it: 1.6 vs 5.7 ms per image measured on the test split) and
-the actors share the rest, at most one CPU each. Reserving every CPU for actors deadlocks: the
-tasks that feed them can never be scheduled (2 actors x 1 CPU on a 2-CPU machine hangs).
+Sizing: the read tasks keep a tenth of the cluster's CPUs (at least one: reading is mostly waiting
+on storage) and the actors share the rest, at most one CPU each. Reserving every CPU for actors
+deadlocks: the tasks that feed them can never be scheduled (2 actors x 1 CPU on 2 CPUs hangs).
 
 This module imports Ray only when a job runs: nothing else in the serving wing pays for it.
 """
@@ -31,22 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
-from going_modular.deploy.batch_predict import (BatchError, image_names, output_lock, read_image_file,
-                                                result_row, run_job)
-from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.batch_predict import (BatchError, image_names, output_lock, read_or_error, result_row,
+                                                run_job, score_sources)
+from going_modular.deploy.image import IMAGE_SUFFIXES
 from going_modular.deploy.predictor import load_predictor
 
 # Local Ray: a small object store (images stream through it a few batches at a time) and no dashboard.
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
-# CPUs kept free of actors for the read/decode tasks (the anti-deadlock reserve): a share of the
-# cluster, at least READ_CPUS. A decode task takes half a CPU, as it also waits on reading files.
+# CPUs kept free of actors for the read tasks (the anti-deadlock reserve): a share of the cluster,
+# at least READ_CPUS. A read task takes half a CPU: it mostly waits on storage.
 READ_CPUS = 1.0
-READ_SHARE = 0.25
-DECODE_TASK_CPUS = 0.5
-# Memory a decode task reserves: Ray Data measured ~170 MB per decode worker (Python, NumPy, Pillow
-# and a batch of decoded photos). Being a task-only reservation it also keeps Ray from fusing
-# decoding into the actors, so decoding runs alongside inference instead of taking turns with it.
-DECODE_TASK_MEMORY = 256 * 1024 * 1024
+READ_SHARE = 0.1
+READ_TASK_CPUS = 0.5
+# Memory a read task reserves (a worker process plus a batch of files). Being a task-only
+# reservation it also keeps Ray from fusing reading into the actors, so files are read while the
+# actors compute instead of in turn with them.
+READ_TASK_MEMORY = 128 * 1024 * 1024
 
 
 def is_uri(source: str | os.PathLike) -> bool:
@@ -66,8 +66,8 @@ def list_uri(uri: str) -> list[str]:
     return names
 
 
-def read_uri_file(uri: str) -> bytes:
-    """read_image_file for a file behind a pyarrow URI."""
+def read_uri_or_error(uri: str) -> bytes | str:
+    """read_or_error for a file behind a pyarrow URI."""
     from pyarrow import fs
 
     try:
@@ -75,42 +75,29 @@ def read_uri_file(uri: str) -> bytes:
         with filesystem.open_input_stream(path) as f:
             data = f.read()
     except OSError as e:  # pyarrow's errors name the bucket/path; keep only the kind
-        raise InvalidImageError(f"The file cannot be read: {type(e).__name__}.") from e
-    if not data:
-        raise InvalidImageError("The file is empty.")
-    return data
+        return f"The file cannot be read: {type(e).__name__}."
+    return data or "The file is empty."
 
 
-def decode_batch(batch: dict, source: str) -> dict:
-    """Ray task: read and decode one batch of files. Column `name` holds each name's bytes
-    (os.fsencode: Arrow strings must be UTF-8, file names need not be); out come `image` (HxWx3
-    uint8, empty for a bad file), `error` and `seconds` (read + decode time)."""
-    images, errors, seconds = [], [], []
+def read_batch(batch: dict, source: str) -> dict:
+    """Ray task: read one batch of files. Column `name` holds each name's bytes (os.fsencode:
+    Arrow strings must be UTF-8, file names need not be); out come `data` (the file's bytes, empty
+    for an unreadable file), `error` (why it is unreadable) and `seconds` (read time)."""
+    datas, errors, seconds = [], [], []
     for raw in batch["name"]:
         start = time.perf_counter()
-        name = os.fsdecode(bytes(raw))
-        try:
-            path = f"{source.rstrip('/')}/{name}"
-            data = read_uri_file(path) if is_uri(source) else read_image_file(path)
-            image, error = np.asarray(load_image(data)), ""
-        except InvalidImageError as e:
-            image, error = np.zeros((0, 0, 3), np.uint8), " ".join(str(e).split())
-        images.append(image)
-        errors.append(error)
+        path = f"{source.rstrip('/')}/{os.fsdecode(bytes(raw))}"
+        data = read_uri_or_error(path) if is_uri(source) else read_or_error(path)
+        datas.append(data if isinstance(data, bytes) else b"")
+        errors.append("" if isinstance(data, bytes) else data)
         seconds.append(time.perf_counter() - start)
-    return {"name": batch["name"], "image": _objects(images), "error": np.array(errors, dtype=object),
+    return {"name": batch["name"], "data": np.array(datas, dtype=object), "error": np.array(errors, dtype=object),
             "seconds": np.array(seconds)}
 
 
-def _objects(items: list) -> np.ndarray:
-    """A 1-D object array of arrays of different shapes (np.array would try to stack them)."""
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
-
-
 class PredictActor:
-    """Ray actor: one serving predictor, loaded once from the bundle's bytes, predicting batches."""
+    """Ray actor: one serving predictor, loaded once from the bundle's bytes, scoring batches with
+    the local engine's own score_sources (decode, preprocess, one forward pass)."""
 
     def __init__(self, model_ref, suffix: str, num_threads: int):
         import ray
@@ -122,17 +109,16 @@ class PredictActor:
         os.unlink(f.name)
 
     def __call__(self, batch: dict) -> dict:
-        """Rows' results as JSON (all keys the predictor reports pass through to the driver)."""
+        """Results as JSON, one per file: every key the predictor reports passes through to the driver."""
         import json
 
-        ok = [i for i, error in enumerate(batch["error"]) if not error]
-        results = [{"error": error} for error in batch["error"]]
         start = time.perf_counter()
-        predicted = self.predictor.predict_batch([batch["image"][i] for i in ok]) if ok else []
-        share = (time.perf_counter() - start) / max(1, len(ok))
-        for i, result in zip(ok, predicted, strict=True):
-            results[i] = {**result, "seconds": round(float(batch["seconds"][i]) + share, 5)}
-        return {"name": batch["name"], "result": np.array([json.dumps(r) for r in results], dtype=object)}
+        sources = [error or bytes(data) for data, error in zip(batch["data"], batch["error"], strict=True)]
+        results = score_sources(self.predictor, sources)
+        share = (time.perf_counter() - start) / len(sources)
+        texts = [json.dumps(result if result.get("error") else {**result, "seconds": round(read + share, 5)})
+                 for result, read in zip(results, batch["seconds"], strict=True)]
+        return {"name": batch["name"], "result": np.array(texts, dtype=object)}
 
 
 def start_ray(address: str | None):
@@ -153,7 +139,7 @@ def start_ray(address: str | None):
 
 
 def read_reserve(cpus: float) -> float:
-    """CPUs left to the read/decode tasks: a quarter of the cluster, at least one (half of a 1-CPU machine)."""
+    """CPUs left to the read tasks: a tenth of the cluster, at least one (half of a 1-CPU machine)."""
     return min(max(READ_CPUS, READ_SHARE * cpus), cpus / 2)
 
 
@@ -178,8 +164,8 @@ def ray_rows(model: Path, source: str, actors: int | None, batch_size: int, num_
         model_ref = ray.put(model.read_bytes())
         items = [{"name": os.fsencode(name)} for name in names]
         ds = (ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 64)))
-              .map_batches(decode_batch, fn_kwargs={"source": str(source)}, batch_size=batch_size,
-                           num_cpus=DECODE_TASK_CPUS, memory=DECODE_TASK_MEMORY, batch_format="numpy")
+              .map_batches(read_batch, fn_kwargs={"source": str(source)}, batch_size=batch_size,
+                           num_cpus=READ_TASK_CPUS, memory=READ_TASK_MEMORY, batch_format="numpy")
               .map_batches(PredictActor, fn_constructor_args=(model_ref, model.suffix, num_threads or 1),
                            batch_size=batch_size, num_cpus=actor_cpus, batch_format="numpy",
                            compute=ray.data.ActorPoolStrategy(size=actor_count)))
