@@ -23,7 +23,7 @@ import pytest
 from hypothesis import strategies as st
 
 from going_modular.deploy.batch_predict import (FIELDS, csv_cells, journal_path, main, read_journal, read_output,
-                                                row_from_cells, score_folder)
+                                                result_row, row_from_cells, score_folder)
 from going_modular.deploy.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,15 @@ def test_scores_every_image_with_high_accuracy(scored):
         assert float(top3[0][1]) == pytest.approx(float(r["prob"]), abs=1e-4)
         assert float(r["seconds"]) > 0
     assert not journal_path(output).exists()  # published, then dropped
+
+
+def test_rows_are_what_the_predictor_answers_one_by_one(scored, predictor):
+    """Batched in eights with bad files among them, each row is still exactly predictor.predict(file)."""
+    root, output, _ = scored
+    for r in read_csv(output)[::10]:
+        if not r["error"]:
+            expected = result_row(r["path"], predictor.predict((root / r["path"]).read_bytes()))
+            assert {**r, "seconds": ""} == {**csv_cells(expected), "seconds": ""}
 
 
 def test_corrupt_and_empty_files_get_error_rows(scored):
