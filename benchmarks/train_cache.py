@@ -16,7 +16,7 @@ import torch
 
 from going_modular import engine
 from going_modular.course import get_course_data
-from going_modular.data_setup import create_dataloaders
+from going_modular.data_setup import create_dataloaders, take_batches
 from going_modular.model_builder import MODEL_NAMES, create_model
 from going_modular.utils import set_seeds
 
@@ -26,10 +26,10 @@ def run(name: str, cache: bool, epochs: int, max_batches: int | None) -> dict:
     model, transforms = create_model(name, num_classes=3)
     data = get_course_data()
     train_dl, test_dl, _ = create_dataloaders(data / "train", data / "test", transforms, batch_size=32)
+    train_dl, test_dl = take_batches(train_dl, max_batches), take_batches(test_dl, max_batches)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     start = time.perf_counter()
-    results = engine.train(model, train_dl, test_dl, optimizer, epochs=epochs, cache_features=cache,
-                           max_batches=max_batches)
+    results = engine.train(model, train_dl, test_dl, optimizer, epochs=epochs, device="cpu", cache_features=cache)
     return {"cache_features": cache, "epochs": epochs, "seconds": round(time.perf_counter() - start, 2),
             "test_acc": round(results["test_acc"][-1], 4)}
 
