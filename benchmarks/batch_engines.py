@@ -24,10 +24,10 @@ from pathlib import Path
 
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy.batch_predict import score_folder
-from going_modular.deploy.batch_ray import pool_size, read_reserve, score_folder_ray
+from going_modular.deploy.batch_ray import READ_SHARE, pool_size, read_reserve, score_folder_ray
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 
-COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per CPU after start-up")
+COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per actor CPU after start-up")
 TARGET_IMAGES, TARGET_SECONDS = 10_000_000, 3600
 NODE_CPUS = 16  # a common cloud node size for the estimate
 
@@ -59,19 +59,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cluster_estimate(per_cpu: float, ray_per_cpu: float) -> str:
+def cluster_estimate(per_cpu: float, per_actor_cpu: float) -> str:
     """The worked estimate: CPUs and nodes for TARGET_IMAGES in TARGET_SECONDS, from the per-core
-    figure corrected by what Ray delivered per CPU it occupied here (actors and the read reserve)
-    once started: an hour-long job pays its start-up once."""
+    figure and what a Ray actor CPU delivered here once started (an hour-long job pays its
+    start-up once), plus the share of each node the engine leaves to the read tasks."""
     needed_rate = TARGET_IMAGES / TARGET_SECONDS
-    efficiency = ray_per_cpu / per_cpu
-    cpus = math.ceil(needed_rate / ray_per_cpu)
+    actor_cpus = math.ceil(needed_rate / per_actor_cpu)
+    cpus = math.ceil(actor_cpus / (1 - READ_SHARE))
     nodes = math.ceil(cpus / NODE_CPUS)
     return (f"10 million images in one hour = {TARGET_IMAGES:,} / {TARGET_SECONDS} s = {needed_rate:,.0f} images/s. "
             f"One core scores {per_cpu:.1f} images/s (local engine, 1 thread): {math.ceil(needed_rate / per_cpu)} "
-            f"cores if nothing else cost anything. Ray delivered {ray_per_cpu:.1f} images/s per CPU it occupied "
-            f"after start-up ({efficiency:.0%} of the per-core figure), so {needed_rate:,.0f} / {ray_per_cpu:.1f} = "
-            f"{cpus} CPUs = {nodes} nodes of {NODE_CPUS} CPUs; with ~20% headroom for stragglers and retries, "
+            f"cores if nothing else cost anything. A Ray actor CPU delivered {per_actor_cpu:.1f} images/s after "
+            f"start-up ({per_actor_cpu / per_cpu:.0%} of the per-core figure), so {needed_rate:,.0f} / "
+            f"{per_actor_cpu:.1f} = {actor_cpus} actor CPUs, + {READ_SHARE:.0%} of the cluster for the read tasks "
+            f"= {cpus} CPUs = {nodes} nodes of {NODE_CPUS} CPUs; with ~20% headroom for stragglers and retries, "
             f"{math.ceil(nodes * 1.2)} nodes.")
 
 
@@ -120,14 +121,14 @@ def main(argv=None) -> int:
                             lambda out, a=actors: score_folder_ray(DEFAULT_BUNDLE, folder, out, actors=a,
                                                                    batch_size=args.batch_size, progress=False))
                 steady_wall = max(row["wall s"] - startup["wall s"], 1e-9)
-                rows.append({**row, "per CPU after start-up": (row["images"] - 8) / steady_wall / occupied})
+                rows.append({**row, "per actor CPU after start-up": (row["images"] - 8) / steady_wall / (count * each)})
         finally:
             ray.shutdown()
     print(format_table(rows))
     print(f"\nRay start-up: ray.init {init_seconds:.1f} s; a job of 8 images {startup['wall s']:.1f} s "
           f"(actor start + model load + pipeline set-up, paid once per job).")
     per_cpu = rows[1]["images/s"]
-    print(cluster_estimate(per_cpu, max(r["per CPU after start-up"] for r in rows if r["engine"] == "ray")))
+    print(cluster_estimate(per_cpu, max(r["per actor CPU after start-up"] for r in rows if r["engine"] == "ray")))
     return 0
 
 
