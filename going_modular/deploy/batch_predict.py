@@ -230,7 +230,7 @@ def output_lock(output: Path) -> Iterator[None]:
     it again). The lock file is left in place: deleting it would let a third run lock a new file
     while a second still holds the old one. The kernel releases the lock when the process dies.
     """
-    import fcntl  # POSIX only; imported here so that the web service (which shares predict_each) runs anywhere
+    import fcntl  # POSIX only; imported here so that importing this module works anywhere
 
     key = output.resolve()
     if key in _held_locks:
