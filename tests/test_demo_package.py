@@ -16,9 +16,12 @@ def test_packaged_mini_space_runs_standalone(tmp_path, pss_dir):
     result = subprocess.run([sys.executable, "-m", "demos.package", "foodvision_mini", str(space)],
                             cwd=ROOT, capture_output=True, text=True, env=clean_env())
     assert result.returncode == 0, result.stderr
-    for name in ("app.py", "model.py", "requirements.txt", "README.md", "effnet_lite0_foodvision_mini.pth",
-                 "examples/pizza.jpg", "going_modular/gradio_app.py", "going_modular/predictor.py"):
+    for name in ("app.py", "model.py", "requirements.txt", "README.md", "foodvision_mini.int8.onnx",
+                 "examples/pizza.jpg", "going_modular/deploy/gradio_app.py", "going_modular/deploy/predictor.py"):
         assert (space / name).is_file(), name
+    # The serving wing only: no checkpoint, no training code, no torch in the requirements.
+    assert not list(space.rglob("*.pth")) and not (space / "going_modular" / "train.py").exists()
+    assert "torch" not in (space / "requirements.txt").read_text()
     assert (space / "README.md").read_text().startswith("---\ntitle: FoodVision Mini\n")
     assert "gradio==" in (space / "requirements.txt").read_text()
     assert not list(space.rglob("__pycache__")) and not list(space.rglob("*.pyi"))

@@ -8,9 +8,10 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, user_images
+from going_modular import export
 from going_modular.deploy import gradio_app
+from going_modular.deploy.bundle import BUNDLE_FORMAT
 from going_modular.model_builder import create_model
-from going_modular.utils import save_model
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +103,13 @@ def test_big_says_not_sure_below_its_threshold(big_app):
 
 @pytest.mark.parametrize("classes", [["hot_dog", "not_hot_dog"], [f"dish_{i}" for i in range(7)]])
 def test_any_class_count_works(classes, tmp_path):
-    model, _ = create_model("effnet_lite0", num_classes=len(classes), weights=None)
-    checkpoint = save_model(model, tmp_path, "any.pth", classes)
+    model, transform = create_model("effnet_lite0", num_classes=len(classes), weights=None)
+    bundle = export.export_onnx(model, tmp_path / "any.onnx", export.input_spec(transform))
+    export.write_metadata(bundle, {"format": BUNDLE_FORMAT, "arch": "effnet_lite0", "class_names": classes,
+                                   "precision": "fp32", "input": export.input_spec(transform)})
     names_file = tmp_path / "class_names.txt"
     names_file.write_text("\n".join(classes) + "\n")
-    predictor = gradio_app.load_predictor(checkpoint, names_file)
+    predictor = gradio_app.load_predictor(bundle, names_file)
 
     probs, _, verdict = gradio_app.classify(predictor, Image.new("RGB", (64, 64), "orange"), top_k=5, threshold=0.99)
     assert len(probs) == min(5, len(classes)) and set(probs) <= set(classes)
@@ -125,8 +128,8 @@ def test_class_names_that_do_not_match_the_checkpoint_stop_start_up(tmp_path):
     with pytest.raises(gradio_app.StartupError, match="class names do not match") as e:
         model.load_predictor(class_names_file=wrong)
     assert str(e.value).startswith("FoodVision demo cannot start:") and "100 names" in str(e.value)
-    with pytest.raises(gradio_app.StartupError, match="checkpoint not found"):
-        model.load_predictor(checkpoint=tmp_path / "missing.pth")
+    with pytest.raises(gradio_app.StartupError, match="model bundle not found"):
+        model.load_predictor(bundle=tmp_path / "missing.onnx")
 
 
 def test_unsure_message_lists_few_classes_and_counts_many():
