@@ -25,6 +25,7 @@ LayerNorm, GELU) have outliers that static ranges clip, and its time is spent in
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -33,13 +34,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from going_modular import data_setup
-from going_modular.deploy.bundle import BUNDLE_FORMAT, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PRECISIONS, BundleError
+from going_modular.deploy.bundle import (BUNDLE_FORMAT, INPUT_NAME, METADATA_KEY, OOD_NAME, OUTPUT_NAME, PRECISIONS,
+                                         BundleError)
 from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
 from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
+from going_modular.model_builder import head_name
 from going_modular.utils import CheckpointError, load_model
 
 DEFAULT_OPSET = 18
@@ -48,18 +52,66 @@ DYNAMIC_QUANT_ARCHS = ("vit_b_16",)
 
 
 class PixelsToLogits(nn.Module):
-    """uint8 (N, H, W, 3) RGB pixels -> logits: ToTensor + Normalize folded into the graph."""
+    """uint8 (N, H, W, 3) RGB pixels -> logits (and, with an open-set scorer, an OOD score per image).
 
-    def __init__(self, model: nn.Module, mean, std):
+    ToTensor + Normalize are folded into the graph. The network is split at its classifier head,
+    so the pooled features the head sees also feed the open-set scorer: one backbone pass for both.
+    """
+
+    def __init__(self, model: nn.Module, mean, std, open_set: nn.Module | None = None):
         super().__init__()
-        self.model = model
+        self.backbone = copy.deepcopy(model)
+        self.head = getattr(model, head_name(model))
+        setattr(self.backbone, head_name(model), nn.Identity())
+        self.open_set = open_set
         # (x / 255 - mean) / std == (x - 255 mean) / (255 std): one subtract and one divide.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features (N, D) the classifier head sees."""
         x = pixels.permute(0, 3, 1, 2).float()
-        return self.model((x - self.mean) / self.std)
+        return self.backbone((x - self.mean) / self.std)
+
+    def forward(self, pixels: torch.Tensor):
+        features = self.features(pixels)
+        if self.open_set is None:
+            return self.head(features)
+        return self.head(features), self.open_set(features)
+
+
+class OpenSetScore(nn.Module):
+    """Pooled features (N, D) -> OOD score (N,): above 1.0 means "not one of my classes".
+
+    Two measured signals (benchmarks/open_set.py), each divided by its own threshold so that one
+    score and one threshold (1.0) serve both:
+    - distance: 1 - the cosine similarity to the k-th nearest training image of the known classes.
+      Far from every training photo: not food at all (a cat, a rocket, a portrait).
+    - reject: a linear classifier over the known classes plus other real Food-101 dishes; the
+      probability it gives to the other dishes. Frozen features put other dishes close to
+      pizza, steak or sushi, so distance alone misses most of them. Absent when no other dishes
+      were given (FoodVision Big knows every class of its data).
+    """
+
+    def __init__(self, bank: torch.Tensor, k: int, distance_threshold: float, reject: nn.Module | None = None,
+                 num_known: int = 0, reject_threshold: float = 1.0):
+        super().__init__()
+        self.register_buffer("bank", nn.functional.normalize(bank, dim=1))
+        self.k, self.distance_threshold = k, distance_threshold
+        self.reject, self.num_known, self.reject_threshold = reject, num_known, reject_threshold
+
+    def distance(self, features: torch.Tensor) -> torch.Tensor:
+        similarity = nn.functional.normalize(features, dim=1) @ self.bank.T
+        return 1 - torch.topk(similarity, self.k, dim=1).values[:, -1]
+
+    def reject_prob(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.reject(features), dim=1)[:, self.num_known:].sum(1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        score = self.distance(features) / self.distance_threshold
+        if self.reject is not None:
+            score = torch.maximum(score, self.reject_prob(features) / self.reject_threshold)
+        return score
 
 
 def input_spec(transform) -> dict:
@@ -96,18 +148,21 @@ def _replace_atomically(write, path: Path) -> Path:
     return path
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, spec: dict, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `model` (eval mode, outputs logits) as an fp32 graph from uint8 pixels, dynamic batch axis."""
+def export_onnx(model: nn.Module, path: str | os.PathLike, spec: dict, opset: int = DEFAULT_OPSET,
+                open_set: nn.Module | None = None) -> Path:
+    """Export `model` (eval mode, outputs logits) as an fp32 graph from uint8 pixels, dynamic batch axis;
+    with `open_set` (an OpenSetScore) the graph has a second output, "ood_score"."""
     import onnx
 
-    wrapped = PixelsToLogits(model, spec["mean"], spec["std"]).eval()
+    wrapped = PixelsToLogits(model, spec["mean"], spec["std"], open_set).eval()
+    outputs = [OUTPUT_NAME] if open_set is None else [OUTPUT_NAME, OOD_NAME]
     size = spec["size"]
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)  # batch 2: 1 would be specialised
     batch = torch.export.Dim("batch", min=1, max=4096)
 
     def write(tmp: Path) -> None:
         torch.onnx.export(wrapped, (example,), tmp, dynamo=True, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          input_names=[INPUT_NAME], output_names=outputs,
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         onnx.checker.check_model(str(tmp))
 
@@ -137,11 +192,25 @@ def _float_nodes(onnx_path: Path) -> list[str]:
     """
     import onnx
 
-    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    graph = onnx.load(str(onnx_path)).graph
+    nodes = list(graph.node)
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     before_stem = [n.name for n in nodes[:convs[0]]] if convs else []
     return before_stem + [nodes[i].name for i in convs[:1] + convs[-1:]] + \
-        [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+        [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")] + _open_set_nodes(graph)
+
+
+def _open_set_nodes(graph) -> list[str]:
+    """Nodes that only the open-set score needs (not the logits): distances and probabilities
+    near a threshold, which 8-bit rounding would move; they cost microseconds in fp32."""
+    producer = {out: n for n in graph.node for out in n.output}
+    needed, todo = set(), [OUTPUT_NAME]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and node.name not in needed:
+            needed.add(node.name)
+            todo.extend(node.input)
+    return [n.name for n in graph.node if n.name not in needed]
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_images=None, spec: dict | None = None,
@@ -208,8 +277,9 @@ def labelled_images(data: dict, split: str) -> list[tuple[Path, str]]:
 
 def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: list[tuple[Path, str]],
             batch_size: int = 32) -> dict:
-    """Accuracy of the bundle on labelled images, and its top-1 agreement with the eager model."""
-    correct = agree = n = 0
+    """Accuracy of the bundle on labelled images, its top-1 agreement with the eager model, and
+    (with an open-set score) the share of these known-class images it flags as unknown."""
+    correct = agree = flagged = n = 0
     for i in range(0, len(images), batch_size):
         chunk = []
         for path, name in images[i:i + batch_size]:
@@ -219,7 +289,9 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
                 continue  # an unreadable test image counts for neither
         if not chunk:
             continue
-        preds = bundle.probs([pixels for pixels, _, _ in chunk]).argmax(1)
+        probs, ood = bundle.scores([pixels for pixels, _, _ in chunk])
+        preds = probs.argmax(1)
+        flagged += 0 if ood is None else int((ood > bundle.ood_threshold).sum())
         with torch.inference_mode():
             ref = eager_model(torch.stack([x for _, x, _ in chunk])).argmax(1).numpy()
         correct += sum(bundle.class_names[p] == name for p, (_, _, name) in zip(preds, chunk))
@@ -227,7 +299,114 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
         n += len(chunk)
     if n == 0:
         raise data_setup.DataError("no readable test images to measure the bundle on")
-    return {"test_acc": round(correct / n, 4), "test_images": n, "top1_agreement_with_eager": round(agree / n, 4)}
+    metrics = {"test_acc": round(correct / n, 4), "test_images": n, "top1_agreement_with_eager": round(agree / n, 4)}
+    if bundle.ood_threshold is not None:
+        metrics["test_flagged_unknown"] = round(flagged / n, 4)
+    return metrics
+
+
+OPEN_SET_K = 10  # k-th nearest training image: robust to a few odd training photos
+OPEN_SET_BANK_PER_CLASS = 40  # training images per class kept for the distance (bundle size)
+OPEN_SET_FOLDS = 5
+
+
+def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, batch_size: int = 32) -> torch.Tensor:
+    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does."""
+    feats = []
+    for i in range(0, len(images), batch_size):
+        pixels = [preprocess_pixels(p, spec) for p in images[i:i + batch_size]]
+        with torch.inference_mode():
+            feats.append(wrapped.features(torch.from_numpy(np.stack(pixels))))
+    return torch.cat(feats)
+
+
+def fit_reject(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-2) -> nn.Module:
+    """A class-balanced, L2-regularised linear classifier on standardised features (L-BFGS, deterministic)."""
+    torch.manual_seed(0)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    linear = nn.Linear(features.shape[1], num_classes)
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    class_weight = counts.sum() / (num_classes * counts.clamp(min=1))
+    x = (features - mean) / std
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(linear(x), labels, weight=class_weight) + weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    # Standardisation folded into the layer: W((f - m) / s) + b == (W / s) f + (b - W m / s).
+    folded = nn.Linear(features.shape[1], num_classes)
+    with torch.no_grad():
+        folded.weight.copy_(linear.weight / std)
+        folded.bias.copy_(linear.bias - (linear.weight / std) @ mean)
+    return folded.eval()
+
+
+def fit_open_set(known: torch.Tensor, known_labels: torch.Tensor, other: torch.Tensor, other_labels: torch.Tensor,
+                 flag_rate: float = 0.05, seed: int = 42) -> tuple[OpenSetScore, dict]:
+    """Fit the open-set scorer and set its thresholds by cross-validation on training images only.
+
+    known: features of the known classes' training images; other: features of other real dishes
+    (may be empty). Each image is scored by a scorer fitted without its fold, so the thresholds
+    see distances and probabilities of unseen photos, as serving will. The distance threshold
+    flags 1% of known-class photos; the reject threshold spends the rest of `flag_rate`.
+    """
+    num_known = int(known_labels.max()) + 1
+    features, labels = torch.cat([known, other]), torch.cat([known_labels, other_labels + num_known])
+    is_known = labels < num_known
+    folds = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)) % OPEN_SET_FOLDS
+    # The distance compares with at most OPEN_SET_BANK_PER_CLASS photos per class (bundle size).
+    in_bank = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(num_known):
+        in_bank[torch.nonzero(labels == c).flatten()[:OPEN_SET_BANK_PER_CLASS]] = True
+    distance, reject = torch.zeros(len(labels)), torch.zeros(len(labels))
+    for fold in range(OPEN_SET_FOLDS):
+        held, kept = folds == fold, folds != fold
+        scorer = OpenSetScore(features[kept & in_bank], OPEN_SET_K, 1.0)
+        distance[held] = scorer.distance(features[held])
+        if len(other):
+            scorer.reject, scorer.num_known = fit_reject(features[kept], labels[kept], int(labels.max()) + 1), num_known
+            with torch.no_grad():
+                reject[held] = scorer.reject_prob(features[held])
+    distance_threshold = float(torch.quantile(distance[is_known], 0.99))
+    reject_threshold = float(torch.quantile(reject[is_known], 1 - (flag_rate - 0.01))) if len(other) else 1.0
+    head = fit_reject(features, labels, int(labels.max()) + 1) if len(other) else None
+    bank = features[in_bank]
+    scorer = OpenSetScore(bank, OPEN_SET_K, distance_threshold, head, num_known, reject_threshold)
+    oof = torch.maximum(distance / distance_threshold, reject / reject_threshold)
+    info = {"threshold": 1.0, "output": OOD_NAME,
+            "method": "max(k-NN cosine distance to training features, P(other Food-101 dish)), each over its threshold"
+                      if len(other) else "k-NN cosine distance to training features, over its threshold",
+            "k": OPEN_SET_K, "bank_images": len(bank), "distance_threshold": round(distance_threshold, 6),
+            "reject_threshold": round(reject_threshold, 6) if len(other) else None,
+            "other_classes": int(other_labels.max()) + 1 if len(other) else 0,
+            "cross_validated": {"known_flagged": round(float((oof[is_known] > 1).float().mean()), 4),
+                                "other_flagged": round(float((oof[~is_known] > 1).float().mean()), 4) if len(other) else None,
+                                "known_images": int(is_known.sum()), "other_images": int((~is_known).sum())}}
+    return scorer, info
+
+
+def build_open_set(model: nn.Module, spec: dict, class_names: list[str], data: dict, other_root: str | None,
+                   log=print) -> tuple[OpenSetScore, dict]:
+    """The open-set scorer from the training images of `data` and, from `other_root` (a Food-101
+    root), the training images of dishes that are not in `class_names`."""
+    wrapped = PixelsToLogits(model, spec["mean"], spec["std"]).eval()
+    train = labelled_images(data, "train")
+    other = [(p, n) for p, n in labelled_images({"food101_root": other_root}, "train")] if other_root else []
+    other = [(p, n) for p, n in other if n not in class_names]
+    other_names = sorted({n for _, n in other})
+    log(f"[export] open set: features of {len(train)} training images and {len(other)} of "
+        f"{len(other_names)} other dishes")
+    known = training_features(wrapped, [p for p, _ in train], spec)
+    known_labels = torch.tensor([class_names.index(n) for _, n in train])
+    others = training_features(wrapped, [p for p, _ in other], spec) if other else known[:0]
+    other_labels = torch.tensor([other_names.index(n) for _, n in other], dtype=torch.long)
+    scorer, info = fit_open_set(known, known_labels, others, other_labels)
+    info["other_root"] = Path(other_root).name if other_root else None
+    return scorer, info
 
 
 def sha256sum(path: Path) -> str:
@@ -236,11 +415,12 @@ def sha256sum(path: Path) -> str:
 
 def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "int8",
                   data: dict | None = None, num_calibration: int = 100, seed: int = 42,
-                  opset: int = DEFAULT_OPSET, log=print) -> dict:
+                  opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print) -> dict:
     """Checkpoint -> bundle at `out`. Returns the bundle's metadata (also stored inside it).
 
     data: {"data": course dataset name or ImageFolder root, "data_dir": ...} or {"food101_root": ...};
-    default: what the checkpoint was trained on.
+    default: what the checkpoint was trained on. other_dishes: a Food-101 root whose training
+    images of classes the model does not know teach the open-set score what "another dish" looks like.
     """
     import onnxruntime
 
@@ -262,8 +442,12 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
     fp32 = out.with_name(f"{out.name}.{os.getpid()}.fp32.tmp")
     staged = out.with_name(f"{out.name}.{os.getpid()}.staged.tmp")
     try:
+        open_set, meta["open_set"] = build_open_set(model, spec, meta["class_names"], data, other_dishes, log)
+        cv = meta["open_set"]["cross_validated"]
+        log(f"[export] open set (cross-validated on training images): {cv['known_flagged']:.1%} of known-class "
+            f"photos flagged" + (f", {cv['other_flagged']:.1%} of other dishes" if cv["other_flagged"] is not None else ""))
         log(f"[export] {checkpoint} ({arch}) -> ONNX fp32")
-        export_onnx(model, fp32, spec, opset)
+        export_onnx(model, fp32, spec, opset, open_set)
         if precision == "fp32":
             os.replace(fp32, staged)
         elif arch in DYNAMIC_QUANT_ARCHS:
@@ -299,6 +483,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                 "(default: the checkpoint's training data)")
     p.add_argument("--data-dir", default="data", help="where a downloaded course dataset is extracted")
     p.add_argument("--food101-root", default=None, help="a Food101-layout root instead of --data")
+    p.add_argument("--other-dishes", default=None,
+                   help="a Food-101-layout root: its training photos of dishes the model does not know teach "
+                        "the open-set score (e.g. ../shared/data/food101_34 for FoodVision Mini)")
     p.add_argument("--num-calibration", type=int, default=100, help="real training images that calibrate int8")
     p.add_argument("--seed", type=int, default=42, help="seed of the calibration sample")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -314,7 +501,8 @@ def main(argv=None) -> dict:
     elif args.data:
         data = {"data": args.data, "data_dir": args.data_dir}
     try:
-        return export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset)
+        return export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset,
+                             args.other_dishes)
     except (CheckpointError, BundleError, data_setup.DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e

@@ -16,6 +16,8 @@ key "foodvision":
     metrics             measured at export time on the test split: accuracy, images, top-1
                         agreement with eager PyTorch
     calibration         for int8: how many real training images set the activation ranges
+    open_set            optional: {"threshold", "method", ...}: the graph's second output "ood_score"
+                        says how far an image is from the known classes; above threshold = unknown
     exported_with       library versions
 
 Nothing here imports torch: a Space or a server needs onnxruntime, numpy and Pillow only.
@@ -29,6 +31,8 @@ from pathlib import Path
 BUNDLE_FORMAT = "foodvision-bundle-v1"
 METADATA_KEY = "foodvision"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# Optional second graph output: one open-set score per image; above metadata open_set.threshold = unknown.
+OOD_NAME = "ood_score"
 PRECISIONS = ("int8", "fp32")
 EXPORT_HINT = "python -m going_modular.export --checkpoint CHECKPOINT.pth"
 

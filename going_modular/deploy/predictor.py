@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from going_modular.deploy.bundle import INPUT_NAME, BundleError, open_session
+from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, open_session
 from going_modular.deploy.image import load_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +78,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def result_dict(class_names: list[str], p: np.ndarray, seconds: float, top_k: int | None = None) -> dict:
-    """One prediction as every mode reports it: {"label", "prob", "probs" (highest first, top_k), "seconds"}."""
+def result_dict(class_names: list[str], p: np.ndarray, seconds: float, top_k: int | None = None,
+                ood_score: float | None = None, threshold: float | None = None) -> dict:
+    """One prediction as every mode reports it: {"label", "prob", "probs" (highest first, top_k),
+    "seconds", "known", "ood_score"}.
+
+    known: False when the open-set score is above the bundle's threshold (the image is not one of
+    `class_names`: another dish, not food at all); None, with ood_score None, for a model
+    without an open-set score (the eager reference, an older bundle).
+    """
     order = np.argsort(-p, kind="stable")[: top_k or len(p)]
     probs = {class_names[i]: float(p[i]) for i in order}
     label = class_names[int(order[0])]
-    return {"label": label, "prob": probs[label], "probs": probs, "seconds": round(seconds, 5)}
+    known = None if ood_score is None else bool(ood_score <= threshold)
+    return {"label": label, "prob": probs[label], "probs": probs, "seconds": round(seconds, 5), "known": known,
+            "ood_score": None if ood_score is None else round(float(ood_score), 4)}
 
 
 class Predicting:
@@ -91,6 +100,7 @@ class Predicting:
     shared by the bundle predictor below and the eager PyTorch reference."""
 
     class_names: list[str]
+    ood_threshold: float | None = None  # None: no open-set score
 
     def preprocess(self, image):
         raise NotImplementedError
@@ -98,18 +108,32 @@ class Predicting:
     def probs(self, items) -> np.ndarray:
         raise NotImplementedError
 
+    def scores(self, items) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, classes), open-set scores (N,) or None), in one forward pass."""
+        return self.probs(items), None
+
     def predict(self, image, top_k: int | None = None) -> dict:
-        """{"label", "prob", "probs" (sorted, top_k), "seconds" (decode + preprocess + forward)}."""
-        start = time.perf_counter()
-        p = self.probs([self.preprocess(image)])[0]
-        return result_dict(self.class_names, p, time.perf_counter() - start, top_k)
+        """{"label", "prob", "probs" (sorted, top_k), "seconds" (decode + preprocess + forward),
+        "known", "ood_score"}."""
+        return self.predict_batch([image], top_k)[0]
+
+    def forward(self, items) -> list[tuple[np.ndarray, float | None]]:
+        """One forward pass over preprocessed items -> per item (probabilities, open-set score or None):
+        the unit a micro-batcher hands back to each waiting request (turn it into a dict with `result`)."""
+        p, ood = self.scores(items)
+        return [(row, None if ood is None else float(ood[i])) for i, row in enumerate(p)]
+
+    def result(self, row: tuple[np.ndarray, float | None], seconds: float, top_k: int | None = None) -> dict:
+        """One item of `forward` as the result dict every mode reports."""
+        probs, ood_score = row
+        return result_dict(self.class_names, probs, seconds, top_k, ood_score, self.ood_threshold)
 
     def predict_batch(self, images, top_k: int | None = None) -> list[dict]:
         """Predict several valid images in one forward pass (seconds = each image's share)."""
         start = time.perf_counter()
-        p = self.probs([self.preprocess(im) for im in images])
-        per_image = (time.perf_counter() - start) / max(1, len(p))
-        return [result_dict(self.class_names, row, per_image, top_k) for row in p]
+        rows = self.forward([self.preprocess(im) for im in images])
+        per_image = (time.perf_counter() - start) / max(1, len(rows))
+        return [self.result(row, per_image, top_k) for row in rows]
 
 
 class OnnxPredictor(Predicting):
@@ -135,6 +159,10 @@ class OnnxPredictor(Predicting):
             raise BundleError(f"class names do not match bundle {self.path}: got {len(class_names)} names "
                               f"{list(class_names)[:5]}..., the bundle has {len(self.class_names)} "
                               f"{self.class_names[:5]}...")
+        # A bundle with an open-set score has a second output and its threshold in the metadata.
+        names = [o.name for o in self.session.get_outputs()]
+        self._outputs = names[:1] + ([OOD_NAME] if OOD_NAME in names and "open_set" in self.meta else [])
+        self.ood_threshold = self.meta["open_set"]["threshold"] if len(self._outputs) > 1 else None
         spec = self.meta["input"]
         self.size, self.resize, self.interpolation = spec["size"], spec["resize"], spec["interpolation"]
         if self.interpolation not in INTERPOLATION or self.resize < self.size:
@@ -149,8 +177,13 @@ class OnnxPredictor(Predicting):
 
     def probs(self, items: list[np.ndarray]) -> np.ndarray:
         """Softmax probabilities (N, classes) for preprocessed images, in one forward pass."""
-        logits = self.session.run(None, {INPUT_NAME: np.stack(items)})[0]
-        return softmax(logits.astype(np.float32, copy=False))
+        return self.scores(items)[0]
+
+    def scores(self, items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(softmax probabilities (N, classes), open-set scores (N,) or None) in one forward pass."""
+        outputs = self.session.run(self._outputs, {INPUT_NAME: np.stack(items)})
+        p = softmax(outputs[0].astype(np.float32, copy=False))
+        return p, (outputs[1] if len(outputs) > 1 else None)
 
 
 def load_predictor(path: str | os.PathLike = DEFAULT_BUNDLE, class_names: list[str] | None = None,
