@@ -18,9 +18,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PSS_TEST = {"pizza": "pizza/2111981.jpg", "steak": "steak/3063435.jpg", "sushi": "sushi/2416569.jpg"}
-# Real Food-101 photos of other dishes that FoodVision Mini scores below its 60% threshold.
+# Real Food-101 photos of other dishes that FoodVision Mini's open-set score flags as something else.
 NOT_PIZZA_STEAK_SUSHI = ("food101_mini/food-101/images/waffles/1497735.jpg",
                          "food101_mini/food-101/images/ramen/12611.jpg")
+
+
+def non_food_photo(name: str) -> Image.Image:
+    """A real photo that is not food, shipped with scikit-image (skimage.data.astronaut, .chelsea...)."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
 
 
 def user_images(photo: Path, out: Path) -> dict[str, Path]:

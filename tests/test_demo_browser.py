@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from demo_support import ROOT, free_port, running_app
+from demo_support import ROOT, free_port, non_food_photo, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -50,21 +50,24 @@ def page(server, browser_context):
     page.close()
 
 
-def submit(page) -> None:
-    """Click Submit once the chosen image has reached the input (else the click would send no image)."""
-    expect(page.get_by_test_id("image").locator("img")).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
-    page.get_by_role("button", name="Submit").click()
-
-
-def submit_and_wait_for_label(page, expected: str) -> None:
-    submit(page)
+def wait_for_label(page, expected: str) -> None:
     expect(page.get_by_test_id("label").locator("h2")).to_have_text(expected, timeout=PREDICTION_TIMEOUT_MS)
 
 
-def test_clicking_an_example_predicts_its_label(page):
+def test_nothing_is_shown_before_the_first_prediction(page):
+    expect(page.get_by_label("Verdict")).to_have_value("")
+    expect(page.get_by_label("Prediction time (s)")).to_have_value("")
+    expect(page.get_by_test_id("label").locator("h2")).to_have_count(0)
+
+
+def test_clicking_an_example_predicts_it_without_submit(page):
     page.locator("button.gallery-item").nth(2).click()  # examples are sorted: pizza, steak, sushi
-    submit_and_wait_for_label(page, "sushi")
-    expect(page.get_by_label("Verdict")).to_have_value(re.compile(r"^sushi \(\d+\.\d% confident\)$"))
+    wait_for_label(page, "sushi")
+    verdict = page.get_by_label("Verdict")
+    expect(verdict).to_have_value(re.compile(r"^sushi \((\d+)% confident\)$"))
+    # One rounding: the verdict's percent is the one the label's bar shows.
+    shown = page.get_by_test_id("label").locator(".confidence").first.inner_text()
+    assert verdict.input_value() == f"sushi ({shown} confident)"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "foodvision_mini_example.png", full_page=True)
     assert page.requested_hosts == {"127.0.0.1"}, "the page loaded something from the internet"
@@ -72,16 +75,34 @@ def test_clicking_an_example_predicts_its_label(page):
 
 def test_uploading_a_phone_photo_predicts_pizza(page, shared_data):
     page.locator("input[type=file]").set_input_files(shared_data / "custom_images" / "pizza-dad.jpeg")
-    submit_and_wait_for_label(page, "pizza")
+    wait_for_label(page, "pizza")  # predicted on upload: no Submit needed
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "foodvision_mini_upload.png", full_page=True)
+
+
+def test_on_a_phone_the_verdict_is_on_screen_after_a_prediction(page, tmp_path):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("button.gallery-item").nth(0).click()
+    wait_for_label(page, "pizza")
+    expect(page.get_by_label("Verdict")).to_be_in_viewport(ratio=1)
+    page.evaluate("window.scrollTo(0, 0)")  # and from the top of the page, without any scrolling
+    expect(page.get_by_label("Verdict")).to_be_in_viewport(ratio=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_phone_390x844.png")  # the viewport only: what the phone shows
+    # Something that is not food: the answer says so, on screen too.
+    cat = tmp_path / "cat.png"
+    non_food_photo("chelsea").save(cat)
+    page.locator("input[type=file]").set_input_files(cat)
+    expect(page.get_by_label("Verdict")).to_have_value(
+        re.compile("^Not pizza, steak or sushi — looks like something else"), timeout=PREDICTION_TIMEOUT_MS)
+    expect(page.get_by_label("Verdict")).to_be_in_viewport(ratio=1)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_phone_not_food.png")
 
 
 def test_uploading_a_non_image_shows_a_clear_message(page, tmp_path):
     renamed = tmp_path / "shopping_list.jpg"
     renamed.write_text("pizza, steak, sushi\n")
     page.locator("input[type=file]").set_input_files(renamed)
-    submit(page)
     toast = page.locator(".toast-wrap")
     expect(toast).to_contain_text("not an image we can read", timeout=PREDICTION_TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,15 +1,23 @@
 """The demos' predict functions, called directly: real photos, every input users send, bad inputs,
-low confidence, any class count, and start-up checks of the checkpoint against its class names."""
+photos that are none of the demo's foods, the page's words and numbers, and start-up checks of the
+bundle against its class names."""
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 import pytest
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, user_images
+from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, non_food_photo, user_images
+from going_modular import export
 from going_modular import export
 from going_modular.deploy import gradio_app
+from going_modular.deploy.bundle import BUNDLE_FORMAT
+from going_modular.model_builder import create_model
+
+ICE_CREAM = "food101_34/food-101/images/ice_cream/1918103.jpg"  # a test photo FoodVision Big gets right
 from going_modular.deploy.bundle import BUNDLE_FORMAT
 from going_modular.model_builder import create_model
 
@@ -36,31 +44,29 @@ def uploads(photo, tmp_path_factory):
     return user_images(photo, tmp_path_factory.mktemp("uploads"))
 
 
-def test_mini_predicts_real_test_images(mini_app, pss_dir):
+def test_mini_predict_returns_the_courses_probabilities_and_seconds(mini_app, pss_dir):
     for cls, rel in PSS_TEST.items():
-        probs, seconds, verdict = mini_app.predict(str(pss_dir / "test" / rel))
+        probs, seconds = mini_app.predict(str(pss_dir / "test" / rel))
         assert list(probs) == sorted(probs, key=probs.get, reverse=True) and len(probs) == 3
-        assert next(iter(probs)) == cls and probs[cls] > 0.95
-        assert verdict.startswith(f"{cls} (") and seconds > 0
+        assert next(iter(probs)) == cls and probs[cls] > 0.95 and seconds > 0
 
 
-def test_mini_example_images_are_predicted_right(mini_app):
+def test_mini_example_images_are_predicted_right_and_known(mini_app):
     for path in sorted((mini_app.HERE / "examples").iterdir()):
-        probs, _, _ = mini_app.predict(str(path))
-        assert next(iter(probs)) == path.stem
+        result = gradio_app.classify(mini_app.predictor, str(path), top_k=3)
+        assert result["label"] == path.stem and result["known"] is True
 
 
 @pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.webp", "grey.jpg", "rgba.png", "cmyk.jpg",
                                   "exif_rotated.jpg", "phone_6000x4000.jpg"])
 def test_every_user_format_is_predicted_as_pizza(name, mini_app, uploads):
-    probs, _, verdict = mini_app.predict(str(uploads[name]))
+    probs, _ = mini_app.predict(str(uploads[name]))
     assert next(iter(probs)) == "pizza", (name, probs)
-    assert verdict.startswith("pizza (")
 
 
 def test_tiny_image_gets_a_prediction(mini_app, uploads):
-    probs, _, verdict = mini_app.predict(str(uploads["tiny.png"]))
-    assert len(probs) == 3 and sum(probs.values()) == pytest.approx(1, abs=1e-4) and verdict
+    probs, _ = mini_app.predict(str(uploads["tiny.png"]))
+    assert len(probs) == 3 and sum(probs.values()) == pytest.approx(1, abs=1e-4)
 
 
 @pytest.mark.parametrize("case", ["no image", "text renamed .jpg", "empty file", "truncated JPEG"])
@@ -81,28 +87,45 @@ def test_unreadable_upload_reaches_predict_instead_of_failing_in_gradio(photo, t
         image.preprocess(ImageData(url="data:image/png;base64,bm90IGFuIGltYWdl"))
 
 
-def test_other_dishes_are_reported_as_not_sure(mini_app, shared_data):
-    for rel in NOT_PIZZA_STEAK_SUSHI:
-        probs, _, verdict = mini_app.predict(str(shared_data / rel))
-        assert max(probs.values()) < mini_app.THRESHOLD
-        assert verdict.startswith("Not sure this is pizza, steak or sushi: best guess")
+@pytest.mark.parametrize("source", ["astronaut", "chelsea", *NOT_PIZZA_STEAK_SUSHI])
+def test_mini_says_other_dishes_and_non_food_are_something_else(source, mini_app, shared_data):
+    image = non_food_photo(source) if "/" not in source else str(shared_data / source)
+    result = gradio_app.classify(mini_app.predictor, image, top_k=3)
+    assert result["known"] is False and result["ood_score"] > mini_app.predictor.ood_threshold
+    _, _, verdict = gradio_app.present(result, mini_app.predictor.class_names, mini_app.THRESHOLD)
+    assert verdict.startswith("Not pizza, steak or sushi — looks like something else (closest: ")
 
 
-def test_big_predicts_top5_of_101_on_real_food101_images(big_app):
-    assert len(big_app.predictor.class_names) == 101
+def test_page_shows_human_names_and_one_rounding(big_app, shared_data):
+    result = gradio_app.classify(big_app.predictor, str(shared_data / ICE_CREAM), top_k=5)
+    probs, seconds, verdict = gradio_app.present(result, big_app.predictor.class_names, big_app.THRESHOLD)
+    assert next(iter(probs)) == "ice cream" and not any("_" in name for name in probs)
+    assert verdict == f"ice cream ({gradio_app.percent(result['prob'])} confident)"
+    assert seconds == round(seconds, 3) > 0
+    # Whole percent, half up, as gr.Label draws its bars (Math.round): never "100%" beside "99.9%".
+    assert [gradio_app.percent(p) for p in (0.9995, 0.994, 0.125, 0.5)] == ["100%", "99%", "13%", "50%"]
+
+
+def test_big_knows_only_the_34_classes_it_was_trained_on(big_app, shared_data):
+    trained = sorted(json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text()))
+    assert big_app.predictor.class_names == trained and len(trained) == 34
     for path in sorted((big_app.HERE / "examples").iterdir()):
-        probs, _, verdict = big_app.predict(str(path))
-        assert len(probs) == 5 and next(iter(probs)) == path.stem and verdict.startswith(path.stem)
+        probs, _ = big_app.predict(str(path))
+        assert len(probs) == 5 and next(iter(probs)) == path.stem and set(probs) <= set(trained)
+    assert big_app.predictor.meta["metrics"]["test_images"] == 720  # every test photo of the 34 classes
 
 
-def test_big_says_not_sure_below_its_threshold(big_app):
-    probs, _, verdict = big_app.predict(Image.new("RGB", (300, 200), "white"))  # no food at all
-    assert max(probs.values()) < big_app.THRESHOLD
-    assert verdict.startswith("Not sure this is one of the 101 foods this model knows")
+def test_big_says_how_many_foods_it_knows(big_app):
+    result = gradio_app.classify(big_app.predictor, non_food_photo("astronaut"), top_k=5)
+    _, _, verdict = gradio_app.present(result, big_app.predictor.class_names, big_app.THRESHOLD)
+    assert verdict.startswith("Not one of the 34 foods this model knows — looks like something else")
+    page = big_app.demo.config["components"]
+    texts = " ".join(str(c["props"].get("value", "")) for c in page if c["type"] == "markdown")
+    assert "34" in texts and "101-way" not in texts
 
 
-@pytest.mark.parametrize("classes", [["hot_dog", "not_hot_dog"], [f"dish_{i}" for i in range(7)]])
-def test_any_class_count_works(classes, tmp_path):
+def test_another_class_count_works_also_without_an_open_set_score(tmp_path, pss_dir):
+    classes = ["hot_dog", "not_hot_dog"]  # (one export: 8 s; the texts for many classes are tested above)
     model, transform = create_model("effnet_lite0", num_classes=len(classes), weights=None)
     bundle = export.export_onnx(model, tmp_path / "any.onnx", export.input_spec(transform))
     export.write_metadata(bundle, {"format": BUNDLE_FORMAT, "arch": "effnet_lite0", "class_names": classes,
@@ -111,31 +134,34 @@ def test_any_class_count_works(classes, tmp_path):
     names_file.write_text("\n".join(classes) + "\n")
     predictor = gradio_app.load_predictor(bundle, names_file)
 
-    probs, _, verdict = gradio_app.classify(predictor, Image.new("RGB", (64, 64), "orange"), top_k=5, threshold=0.99)
-    assert len(probs) == min(5, len(classes)) and set(probs) <= set(classes)
+    result = gradio_app.classify(predictor, Image.new("RGB", (64, 64), "orange"), top_k=5)
+    assert result["known"] is None and result["ood_score"] is None  # an older bundle: no open-set score
+    probs, _, verdict = gradio_app.present(result, classes, threshold=0.99)
+    assert len(probs) == min(5, len(classes)) and set(probs) <= {gradio_app.human(c) for c in classes}
     assert verdict.startswith("Not sure this is")
     (tmp_path / "examples").mkdir()
-    demo = gradio_app.build_demo(lambda image: gradio_app.classify(predictor, image, 5, 0.5), top_k=5,
-                                 examples_dir=tmp_path / "examples", title="t", description="d", article="a")
-    assert isinstance(demo, gr.Interface)
+    (tmp_path / "examples" / "pizza.jpg").write_bytes((pss_dir / "test" / PSS_TEST["pizza"]).read_bytes())
+    demo = gradio_app.build_demo(predictor, top_k=5, threshold=0.5, examples_dir=tmp_path / "examples",
+                                 title="t", description="d", article="a")
+    assert isinstance(demo, gr.Blocks) and demo.delete_cache == gradio_app.DELETE_CACHE
 
 
-def test_class_names_that_do_not_match_the_checkpoint_stop_start_up(tmp_path):
+def test_menu_lists_few_classes_and_counts_many():
+    assert gradio_app.menu(["pizza", "steak", "sushi"]) == "pizza, steak or sushi"
+    assert gradio_app.menu(["ice_cream"]) == "ice cream"
+    assert gradio_app.menu([str(i) for i in range(34)]) == "one of the 34 foods this model knows"
+
+
+def test_class_names_that_do_not_match_the_bundle_stop_start_up(tmp_path):
     from demos.foodvision_big import model
 
     wrong = tmp_path / "class_names.txt"
-    wrong.write_text("\n".join(model.CLASS_NAMES.read_text().split()[:100]))
+    wrong.write_text("\n".join(model.CLASS_NAMES.read_text().split()[:33]))
     with pytest.raises(gradio_app.StartupError, match="class names do not match") as e:
         model.load_predictor(class_names_file=wrong)
-    assert str(e.value).startswith("FoodVision demo cannot start:") and "100 names" in str(e.value)
-    with pytest.raises(gradio_app.StartupError, match="model bundle not found"):
+    assert str(e.value).startswith("FoodVision demo cannot start:") and "33 names" in str(e.value)
+    with pytest.raises(gradio_app.StartupError, match="not found"):
         model.load_predictor(bundle=tmp_path / "missing.onnx")
-
-
-def test_unsure_message_lists_few_classes_and_counts_many():
-    assert gradio_app.unsure_message(["pizza", "steak", "sushi"]) == "Not sure this is pizza, steak or sushi"
-    assert gradio_app.unsure_message(["taco"]) == "Not sure this is taco"
-    assert gradio_app.unsure_message([str(i) for i in range(101)]) == "Not sure this is one of the 101 foods this model knows"
 
 
 def test_host_and_port_come_from_flags_or_gradio_env(monkeypatch):

@@ -2,13 +2,15 @@
 real HTTP with gradio_client: real photos, every bad input, no internet, clean Ctrl-C shutdown."""
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from demo_support import NETWORK_AUDIT, PSS_TEST, ROOT, bad_inputs, clean_env, free_port, running_app, user_images
+from demo_support import NETWORK_AUDIT, NOT_PIZZA_STEAK_SUSHI, PSS_TEST, ROOT, bad_inputs, clean_env, free_port, running_app, user_images
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +65,31 @@ def test_oversized_upload_is_refused_before_it_reaches_the_model(mini_client, tm
         mini_client.predict(handle_file(huge), api_name="/predict")
 
 
-def test_low_confidence_says_not_sure(mini_client, shared_data):
-    image = shared_data / "food101_mini/food-101/images/waffles/1497735.jpg"
+def test_another_dish_is_something_else(mini_client, shared_data):
+    image = shared_data / NOT_PIZZA_STEAK_SUSHI[0]
     _, _, verdict = mini_client.predict(handle_file(image), api_name="/predict")
-    assert verdict.startswith("Not sure this is pizza, steak or sushi")
+    assert verdict.startswith("Not pizza, steak or sushi — looks like something else")
+
+
+def call_raw(url: str, data: list) -> tuple[str, str]:
+    """POST /gradio_api/call/predict as any HTTP client can, then read the result's event stream:
+    (event name, its data)."""
+    request = urllib.request.Request(f"{url}gradio_api/call/predict", json.dumps({"data": data}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        event_id = json.load(r)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/predict/{event_id}", timeout=120) as r:
+        lines = r.read().decode().splitlines()
+    event = next(line.split(": ", 1)[1] for line in lines if line.startswith("event: "))
+    return event, next(line.split(": ", 1)[1] for line in lines if line.startswith("data: "))
+
+
+def test_a_server_path_instead_of_an_upload_gets_a_clear_message_and_one_log_line(mini_server):
+    before = mini_server.log()
+    event, data = call_raw(mini_server.url, [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}])
+    assert event == "error" and "Only images uploaded to this demo can be predicted" in data
+    logged = mini_server.log()[len(before):]
+    assert "Traceback" not in logged and logged.count("refused a request naming a server file") == 1
 
 
 def test_no_connection_beyond_localhost(mini_server, mini_client):
@@ -77,13 +100,16 @@ def test_no_connection_beyond_localhost(mini_server, mini_client):
     assert hosts <= {"127.0.0.1", "localhost", "::1"}, hosts
 
 
-def test_big_serves_top5_on_a_port_from_the_environment(shared_data):
-    port = free_port()
-    with running_app(["demos/foodvision_big/app.py"], env=clean_env(GRADIO_SERVER_PORT=str(port)), port=port) as app:
+def test_big_serves_top5_and_deletes_uploads_at_shutdown(shared_data, tmp_path):
+    port, uploads = free_port(), tmp_path / "gradio"
+    env = clean_env(GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(uploads))
+    with running_app(["demos/foodvision_big/app.py"], env=env, port=port) as app:
         client = Client(app.url, verbose=False)
         label, _, verdict = client.predict(handle_file(shared_data / "food101_mini/food-101/images/hamburger/2361393.jpg"),
                                            api_name="/predict")
         assert label["label"] == "hamburger" and len(label["confidences"]) == 5 and verdict.startswith("hamburger")
         with pytest.raises(AppError, match="No image provided"):
             client.predict(None, api_name="/predict")
+        assert [p.name for p in uploads.rglob("*.jpg")] == ["2361393.jpg"]  # the upload, kept while serving
     assert app.proc.returncode == 0 and "Traceback" not in app.log()
+    assert not [p for p in uploads.rglob("*") if p.is_file()]  # delete_cache: gone at shutdown

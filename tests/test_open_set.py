@@ -8,15 +8,14 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from benchmarks.open_set import BIG, MINI, food101_test, in_menu_photos, non_food_photos, score
 from demo_support import ROOT, clean_env, non_food_photo
 from going_modular.deploy.bundle import OOD_NAME, OUTPUT_NAME
 from going_modular.deploy.predictor import OnnxPredictor
 
-OFF_MENU_PER_CLASS = 5  # 155 photos of the 31 other dishes: enough to measure, quick to score
+MINI = ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
+BIG = ROOT / "demos" / "foodvision_big" / "foodvision_big.int8.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +26,6 @@ def mini():
 @pytest.fixture(scope="module")
 def big():
     return OnnxPredictor(BIG)
-
-
-@pytest.fixture(scope="module")
-def non_food():
-    return list(non_food_photos().values())
 
 
 def test_bundles_carry_the_score_as_a_graph_output_and_the_threshold_as_metadata(mini, big):
@@ -52,25 +46,33 @@ def test_every_result_says_whether_the_photo_is_known(mini, pss_dir):
     assert [r["known"] for r in results] == [True, False, True]
 
 
-def test_in_menu_photos_stay_known_and_right(mini, shared_data):
-    images, labels = in_menu_photos(shared_data)
-    probs, ood = score(mini, images)
-    assert len(images) == 150
-    assert np.mean(ood > mini.ood_threshold) <= 0.05
-    assert np.mean(np.array(mini.class_names)[probs.argmax(1)] == np.array(labels)) >= 0.95
+@pytest.fixture(scope="module")
+def benchmark(shared_data, tmp_path_factory) -> dict:
+    """`python -m benchmarks.open_set` as a user runs it: its JSON results and its plot."""
+    out = tmp_path_factory.mktemp("open_set")
+    env = clean_env(PYTHONPATH=str(ROOT), FOODVISION_DATA_MIRROR=str(shared_data))
+    result = subprocess.run([sys.executable, "-m", "benchmarks.open_set", "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "| ood_score > 1 x threshold |" in result.stdout and (out / "open_set.png").stat().st_size > 10_000
+    return json.loads((out / "open_set.json").read_text())
 
 
-def test_most_other_dishes_are_flagged(mini, shared_data):
-    paths, names = food101_test(shared_data, exclude=mini.class_names)
-    sample = [p for i, p in enumerate(paths) if names[:i].count(names[i]) < OFF_MENU_PER_CLASS]
-    _, ood = score(mini, sample)
-    assert len(sample) == 155 and np.mean(ood > mini.ood_threshold) >= 0.55  # 66% on all 660 (benchmark)
+def test_shipped_threshold_keeps_menu_photos_and_flags_the_rest(benchmark):
+    shipped = next(r for r in benchmark["mini"] if r["multiple"] == 1.0)
+    assert benchmark["mini_info"]["counts"] == {"in_menu": 150, "off_menu_food": 660, "non_food": 23}
+    assert shipped["in_menu_flagged"] <= 0.05 and shipped["in_menu_acc"] >= 0.95
+    assert shipped["non_food_flagged"] >= 0.9
+    assert shipped["off_menu_food_flagged"] >= 0.6  # 64.1% measured: below the issue's 80% target (README)
+    old = next(r for r in benchmark["mini"] if r["multiple"] is None)
+    assert shipped["off_menu_food_flagged"] > old["off_menu_food_flagged"] and \
+        shipped["non_food_flagged"] > old["non_food_flagged"]
 
 
-def test_non_food_photos_are_flagged_by_both_demos(mini, big, non_food):
-    for predictor in (mini, big):
-        _, ood = score(predictor, non_food)
-        assert np.mean(ood > predictor.ood_threshold) >= 0.9, predictor
+def test_big_flags_non_food_and_keeps_its_own_dishes(benchmark):
+    big = benchmark["big"]
+    assert (big["classes"], big["known_images"]) == (34, 720)
+    assert big["in_menu_flagged"] <= 0.05 and big["non_food_flagged"] >= 0.9
 
 
 def test_batch_csv_has_a_known_column(tmp_path, pss_dir):

@@ -43,7 +43,7 @@ from going_modular.deploy.predictor import Predicting, add_model_args, predictor
 
 # The output's columns, in order; every other part of this module follows this list, so a new
 # column that predictors report (a key of their result dict) is a one-line change here.
-FIELDS = ["path", "label", "prob", "top3", "seconds", "error"]
+FIELDS = ["path", "label", "prob", "top3", "known", "seconds", "error"]
 ENGINES = ("local", "ray")
 # A file bigger than this is not read into memory: no photo of food is 256 MB.
 MAX_FILE_BYTES = 256 * 1024 * 1024

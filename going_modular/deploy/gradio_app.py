@@ -7,10 +7,13 @@ same functions, so they cannot drift apart, and the predictions come from the sh
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 from pathlib import Path
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 from PIL import Image
 
 from going_modular.deploy.bundle import BundleError, read_class_names
@@ -22,6 +25,11 @@ DEFAULT_PORT = 7860
 # Phone photos are 2-10 MB; a bigger upload is refused by Gradio before it reaches the model.
 MAX_FILE_SIZE = "50mb"
 UNREADABLE_UPLOAD = "This upload is not an image we can read (JPEG, PNG, WebP, GIF, BMP...)."
+FOREIGN_PATH = "Only images uploaded to this demo can be predicted: upload the photo itself."
+# Uploads are Gradio temp files: every 10 minutes delete those older than 10 minutes (a phone
+# photo is 2-10 MB; a busy demo would otherwise fill the disk), and all of them at shutdown.
+DELETE_CACHE = (600, 600)
+log = logging.getLogger(__name__)
 
 
 class StartupError(SystemExit):
@@ -44,35 +52,57 @@ def load_predictor(bundle: str | os.PathLike, class_names_file: str | os.PathLik
         raise StartupError(f"FoodVision demo cannot start: {e}") from e
 
 
+def human(name: str) -> str:
+    """A class name as people write it: "ice_cream" -> "ice cream"."""
+    return name.replace("_", " ")
+
+
+def percent(prob: float) -> str:
+    """A probability as the UI shows it everywhere: whole percent, rounded half up like gr.Label
+    (JavaScript's Math.round), so the verdict and the bars never disagree ("100%" vs "99.9%")."""
+    return f"{math.floor(prob * 100 + 0.5)}%"
+
+
 def _or_list(names: list[str]) -> str:
     """["pizza", "steak", "sushi"] -> "pizza, steak or sushi"."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def unsure_message(class_names: list[str]) -> str:
-    """What to say when the top probability is too low to trust."""
+def menu(class_names: list[str]) -> str:
+    """What the model knows, in words: "pizza, steak or sushi", or "one of the 34 foods this model knows"."""
     if len(class_names) <= 5:
-        return f"Not sure this is {_or_list(class_names)}"
-    return f"Not sure this is one of the {len(class_names)} foods this model knows"
+        return _or_list([human(n) for n in class_names])
+    return f"one of the {len(class_names)} foods this model knows"
 
 
-def classify(predictor: OnnxPredictor, image, top_k: int, threshold: float) -> tuple[dict, float, str]:
-    """One upload (file path, PIL image, array or None) -> ({class: prob} for the top_k, seconds, verdict).
+def classify(predictor: OnnxPredictor, image, top_k: int) -> dict:
+    """One upload (file path, PIL image, array or None) -> the predictor's result for the top_k
+    ({"label", "prob", "probs", "seconds", "known", "ood_score"}).
 
-    The verdict names the top class, or says the model is not sure when its probability is below
-    `threshold`. An unusable input raises `gr.Error` with `load_image`'s explanation: a message
-    in the UI and in the API's error, and no traceback in the server log.
+    An unusable input raises `gr.Error` with `load_image`'s explanation: a message in the UI and
+    in the API's error, and no traceback in the server log.
     """
     try:
-        result = predictor.predict(image, top_k=top_k)
+        return predictor.predict(image, top_k=top_k)
     except InvalidImageError as e:
         raise gr.Error(str(e), print_exception=False) from e
-    label, prob = result["label"], result["prob"]
+
+
+def verdict(result: dict, class_names: list[str], threshold: float) -> str:
+    """The one-line answer: the dish, "not sure" below `threshold`, or "not one of mine" when the
+    open-set score says the photo is something else (another dish, not food at all)."""
+    label, prob = human(result["label"]), result["prob"]
+    if result["known"] is False:
+        return f"Not {menu(class_names)} — looks like something else (closest: {label}, {percent(prob)})."
     if prob < threshold:
-        verdict = f"{unsure_message(predictor.class_names)}: best guess {label} ({prob:.1%})."
-    else:
-        verdict = f"{label} ({prob:.1%} confident)"
-    return result["probs"], result["seconds"], verdict
+        return f"Not sure this is {menu(class_names)}: best guess {label} ({percent(prob)})."
+    return f"{label} ({percent(prob)} confident)"
+
+
+def present(result: dict, class_names: list[str], threshold: float) -> tuple[dict, float, str]:
+    """A result as the page shows it: ({human class name: prob}, seconds (3 decimals), verdict)."""
+    probs = {human(name): p for name, p in result["probs"].items()}
+    return probs, round(result["seconds"], 3), verdict(result, class_names, threshold)
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -100,29 +130,60 @@ def image_input(**kwargs) -> gr.Image:
     return image
 
 
-def build_demo(predict, top_k: int, examples_dir: str | os.PathLike, title: str, description: str,
-               article: str) -> gr.Interface:
-    """The demo page: an image in; the top_k probabilities, the prediction time and a verdict out.
+def refuse_foreign_paths(demo: gr.Blocks) -> None:
+    """A client that names a server file instead of uploading one (`{"path": "/etc/passwd"}`) is
+    refused by Gradio before our code runs, but as a bare `{"error": null}` and a long traceback
+    in the log. Turn it into a message the client can read and one log line."""
+    gradio_preprocess = demo.preprocess_data
 
-    `predict` is also served as the named API endpoint "/predict" (for `gradio_client`).
-    Example images are every file in `examples_dir`.
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await gradio_preprocess(*args, **kwargs)
+        except InvalidPathError as e:
+            log.warning("refused a request naming a server file instead of an upload: %s", str(e).split(" because")[0])
+            raise gr.Error(FOREIGN_PATH, print_exception=False) from None
+
+    # Replaced on the instance, like image_input's preprocess: a Blocks subclass would change every demo's type.
+    demo.preprocess_data = preprocess_data
+
+
+def build_demo(predictor: OnnxPredictor, top_k: int, threshold: float, examples_dir: str | os.PathLike,
+               title: str, description: str, article: str) -> gr.Blocks:
+    """The demo page. Laid out for a phone first: the photo, the examples and then the verdict fit in
+    a 390x844 screen; the description and the notes come below.
+
+    A prediction runs on upload, on Submit and on a click on an example; its answer is the
+    top_k probabilities, the verdict and the prediction time, all empty until then. The same
+    function is the named API endpoint "/predict" (for `gradio_client`), returning
+    ({class: prob}, seconds, verdict). The model is warmed up on the first example before serving.
     """
-    examples = [[str(p)] for p in sorted(Path(examples_dir).iterdir()) if p.is_file()]
-    return gr.Interface(
-        fn=predict,
-        inputs=image_input(label="Food photo", sources=["upload", "clipboard"]),
-        outputs=[gr.Label(num_top_classes=top_k, label=f"Top {top_k} predictions"),
-                 gr.Number(label="Prediction time (s)"),
-                 gr.Textbox(label="Verdict")],
-        examples=examples,
-        cache_examples=False,  # predicting takes well under a second; nothing to precompute at start-up
-        title=title,
-        description=description,
-        article=article,
-        api_name="predict",
-        flagging_mode="never",  # nothing is written to disk
-        analytics_enabled=False,  # no calls to Gradio's servers
-    )
+    examples = [str(p) for p in sorted(Path(examples_dir).iterdir()) if p.is_file()]
+
+    def predict(image):
+        return present(classify(predictor, image, top_k), predictor.class_names, threshold)
+
+    predict(examples[0])  # warm-up: the first user's prediction is not the slow one
+    # The answer boxes are created first (the examples need them) and placed after the photo.
+    answer = gr.Textbox(label="Verdict", interactive=False, render=False)
+    label = gr.Label(num_top_classes=top_k, label=f"Top {top_k} predictions", show_heading=False, render=False)
+    seconds = gr.Number(label="Prediction time (s)", interactive=False, render=False)
+    outputs = [label, seconds, answer]
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(f"## {title}")
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=300):
+                image = image_input(label="Food photo", sources=["upload", "clipboard"], height=240)
+                gr.Examples([[e] for e in examples], inputs=image, outputs=outputs, fn=predict, run_on_click=True,
+                            cache_examples=False, examples_per_page=len(examples))
+                submit = gr.Button("Submit", variant="primary")
+            with gr.Column(min_width=300):
+                for component in (answer, label, seconds):
+                    component.render()
+        gr.Markdown(f"{description}\n\n{article}")
+        gr.on([image.upload, submit.click], predict, inputs=image, outputs=outputs, api_name="predict")
+        image.clear(lambda: (None, None, None), outputs=outputs, api_name=False)
+    refuse_foreign_paths(demo)
+    return demo
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -136,7 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def serve(demo: gr.Interface, argv=None) -> None:
+def serve(demo: gr.Blocks, argv=None) -> None:
     """Serve `demo` until interrupted, on the host and port from the command line or environment."""
     args = parse_args(argv)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
