@@ -101,7 +101,7 @@ def test_page_shows_human_names_and_one_rounding(big_app, shared_data):
     probs, seconds, verdict = gradio_app.present(result, big_app.predictor.class_names, big_app.THRESHOLD)
     assert next(iter(probs)) == "ice cream" and not any("_" in name for name in probs)
     assert verdict == f"ice cream ({gradio_app.percent(result['prob'])} confident)"
-    assert seconds == round(seconds, 3) > 0
+    assert seconds == f"{result['seconds']:.3f} s"
     # Whole percent, half up, as gr.Label draws its bars (Math.round): never "100%" beside "99.9%".
     assert [gradio_app.percent(p) for p in (0.9995, 0.994, 0.125, 0.5)] == ["100%", "99%", "13%", "50%"]
 

@@ -99,10 +99,12 @@ def verdict(result: dict, class_names: list[str], threshold: float) -> str:
     return f"{label} ({percent(prob)} confident)"
 
 
-def present(result: dict, class_names: list[str], threshold: float) -> tuple[dict, float, str]:
-    """A result as the page shows it: ({human class name: prob}, seconds (3 decimals), verdict)."""
+def present(result: dict, class_names: list[str], threshold: float) -> tuple[dict, str, str]:
+    """A result as the page shows it: ({human class name: prob}, "0.012 s", verdict).
+
+    The time is text, not a gr.Number: a Number box shows "0" before the first prediction."""
     probs = {human(name): p for name, p in result["probs"].items()}
-    return probs, round(result["seconds"], 3), verdict(result, class_names, threshold)
+    return probs, f"{result['seconds']:.3f} s", verdict(result, class_names, threshold)
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -155,32 +157,34 @@ def build_demo(predictor: OnnxPredictor, top_k: int, threshold: float, examples_
     A prediction runs on upload, on Submit and on a click on an example; its answer is the
     top_k probabilities, the verdict and the prediction time, all empty until then. The same
     function is the named API endpoint "/predict" (for `gradio_client`), returning
-    ({class: prob}, seconds, verdict). The model is warmed up on the first example before serving.
+    ({class: prob}, "0.012 s", verdict). The model is warmed up on the first example before serving.
     """
     examples = [str(p) for p in sorted(Path(examples_dir).iterdir()) if p.is_file()]
 
-    def predict(image):
+    def show(image):  # not "predict": that name belongs to the API endpoint below
         return present(classify(predictor, image, top_k), predictor.class_names, threshold)
 
-    predict(examples[0])  # warm-up: the first user's prediction is not the slow one
+    if examples:
+        show(examples[0])  # warm-up: the first user's prediction is not the slow one
     # The answer boxes are created first (the examples need them) and placed after the photo.
     answer = gr.Textbox(label="Verdict", interactive=False, render=False)
     label = gr.Label(num_top_classes=top_k, label=f"Top {top_k} predictions", show_heading=False, render=False)
-    seconds = gr.Number(label="Prediction time (s)", interactive=False, render=False)
+    seconds = gr.Textbox(label="Prediction time", interactive=False, render=False)
     outputs = [label, seconds, answer]
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}")
         with gr.Row(equal_height=False):
             with gr.Column(min_width=300):
                 image = image_input(label="Food photo", sources=["upload", "clipboard"], height=240)
-                gr.Examples([[e] for e in examples], inputs=image, outputs=outputs, fn=predict, run_on_click=True,
-                            cache_examples=False, examples_per_page=len(examples))
+                if examples:
+                    gr.Examples([[e] for e in examples], inputs=image, outputs=outputs, fn=show, run_on_click=True,
+                                cache_examples=False, examples_per_page=len(examples), api_visibility="private")
                 submit = gr.Button("Submit", variant="primary")
             with gr.Column(min_width=300):
                 for component in (answer, label, seconds):
                     component.render()
         gr.Markdown(f"{description}\n\n{article}")
-        gr.on([image.upload, submit.click], predict, inputs=image, outputs=outputs, api_name="predict")
+        gr.on([image.upload, submit.click], show, inputs=image, outputs=outputs, api_name="predict")
         image.clear(lambda: (None, None, None), outputs=outputs, api_name=False)
     refuse_foreign_paths(demo)
     return demo
