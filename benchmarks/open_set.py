@@ -18,7 +18,6 @@ Serving-wing only: ONNX Runtime, no torch.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -106,7 +105,7 @@ def mini_table(mirror: Path, photos: dict) -> tuple[list[dict], dict]:
     rows.append({"rule": f"old: top probability < {OLD_RULE:.0%}", "multiple": None,
                  **rates({k: p.max(1) < OLD_RULE for k, (p, _) in scored.items()}, correct)})
     counts = {k: len(v) for k, v in sets.items()}
-    non_food = dict(zip(photos, (float(s) for s in scored["non_food"][1])))
+    non_food = dict(zip(photos, (float(s) for s in scored["non_food"][1]), strict=True))
     return rows, {"counts": counts, "non_food_scores": non_food, "open_set": predictor.meta["open_set"]}
 
 

@@ -7,19 +7,16 @@ import json
 
 import gradio as gr
 import pytest
+from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, non_food_photo, user_images
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from demo_support import NOT_PIZZA_STEAK_SUSHI, PSS_TEST, bad_inputs, non_food_photo, user_images
-from going_modular import export
 from going_modular import export
 from going_modular.deploy import gradio_app
 from going_modular.deploy.bundle import BUNDLE_FORMAT
 from going_modular.model_builder import create_model
 
 ICE_CREAM = "food101_34/food-101/images/ice_cream/1918103.jpg"  # a test photo FoodVision Big gets right
-from going_modular.deploy.bundle import BUNDLE_FORMAT
-from going_modular.model_builder import create_model
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,19 @@ import re
 import urllib.request
 
 import pytest
+from demo_support import (
+    NETWORK_AUDIT,
+    NOT_PIZZA_STEAK_SUSHI,
+    PSS_TEST,
+    ROOT,
+    bad_inputs,
+    clean_env,
+    free_port,
+    running_app,
+    user_images,
+)
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-
-from demo_support import NETWORK_AUDIT, NOT_PIZZA_STEAK_SUSHI, PSS_TEST, ROOT, bad_inputs, clean_env, free_port, running_app, user_images
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +114,8 @@ def test_big_serves_top5_and_deletes_uploads_at_shutdown(shared_data, tmp_path):
     env = clean_env(GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(uploads))
     with running_app(["demos/foodvision_big/app.py"], env=env, port=port) as app:
         client = Client(app.url, verbose=False)
-        label, _, verdict = client.predict(handle_file(shared_data / "food101_mini/food-101/images/hamburger/2361393.jpg"),
-                                           api_name="/predict")
+        hamburger = shared_data / "food101_mini/food-101/images/hamburger/2361393.jpg"
+        label, _, verdict = client.predict(handle_file(hamburger), api_name="/predict")
         assert label["label"] == "hamburger" and len(label["confidences"]) == 5 and verdict.startswith("hamburger")
         with pytest.raises(AppError, match="No image provided"):
             client.predict(None, api_name="/predict")

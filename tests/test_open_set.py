@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from demo_support import ROOT, clean_env, non_food_photo
+
 from going_modular.deploy.bundle import OOD_NAME, OUTPUT_NAME
 from going_modular.deploy.predictor import OnnxPredictor
 
@@ -94,8 +94,9 @@ def test_stream_lines_carry_known(tmp_path, pss_dir):
     (frames / "0.jpg").write_bytes((pss_dir / "test/sushi/2416569.jpg").read_bytes())
     non_food_photo("astronaut").save(frames / "1.jpg")
     out = tmp_path / "predictions.jsonl"
-    result = subprocess.run([sys.executable, "-m", "going_modular.deploy.stream", "--source", str(frames),
-                             "--output", str(out), "--block"], cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    command = [sys.executable, "-m", "going_modular.deploy.stream", "--source", str(frames), "--output", str(out),
+               "--block"]
+    result = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     known = [json.loads(line).get("known") for line in out.read_text().splitlines()]
     assert known == [True, False]
