@@ -121,7 +121,8 @@ def test_multipart_and_raw_uploads_predict_true_class(client, images):
         assert multipart.status_code == raw.status_code == 200
         assert multipart.json()["label"] == raw.json()["label"] == cls
         body = raw.json()
-        assert {"label", "prob", "probs", "seconds"} <= set(body)
+        assert {"label", "prob", "probs", "seconds", "known", "ood_score"} <= set(body)
+        assert body["known"] is True and isinstance(body["ood_score"], float)  # in-menu photos: known
         assert list(body["probs"]) == sorted(body["probs"], key=body["probs"].get, reverse=True)
         assert body["prob"] == body["probs"][cls] and sum(body["probs"].values()) == pytest.approx(1, abs=1e-4)
 

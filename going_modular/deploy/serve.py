@@ -44,7 +44,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from going_modular.deploy import cli
 from going_modular.deploy.batching import MicroBatcher, Overloaded
 from going_modular.deploy.image import InvalidImageError
-from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args, result_dict
+from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
 SETTINGS_ENV = "FOODVISION_SERVE_SETTINGS"  # how --workers processes receive the settings
 RETRY_AFTER_S = 1
@@ -314,13 +314,13 @@ class Service:
 
     def __init__(self, predictor: Predicting, settings: Settings):
         self.predictor, self.settings = predictor, settings
-        self.batcher = MicroBatcher(predictor.probs, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+        self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms, settings.max_queue)
 
     async def predict_one(self, data: bytes, top_k: int | None) -> dict:
         start = time.perf_counter()
         item = await self.batcher.prepare(preprocess_or_4xx, self.predictor, data)
         row = await self.batcher.infer(item)
-        return result_dict(self.predictor.class_names, row, time.perf_counter() - start, top_k)
+        return self.predictor.result(row, time.perf_counter() - start, top_k)
 
     async def predict_file(self, name: str | None, data: bytes, top_k: int | None) -> dict:
         """One file of a batch request: a prediction, or its error (the other files still count)."""
