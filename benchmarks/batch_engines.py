@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy.batch_predict import image_names, run_job, score_folder
 from going_modular.deploy.batch_ray import READ_SHARE, pool_size, ray_rows, read_reserve, score_folder_ray
@@ -68,11 +69,7 @@ def steady_rate(arrivals: list[tuple[float, int]]) -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    def cell(value):
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, digits=2)
 
 
 def cluster_estimate(per_cpu: float, per_actor_cpu: float) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
 from going_modular.deploy.batch_predict import score_folder
 from going_modular.deploy.bundle import BundleError
@@ -93,13 +94,7 @@ def measure_stream(predictor, frames: list[bytes], fps: float, drop: bool) -> di
 
 
 def format_table(rows: list[dict]) -> str:
-    """A Markdown table (pastes straight into the README or a report)."""
-    def cell(value):
-        return f"{value:.1f}" if isinstance(value, float) else str(value if value is not None else "")
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, digits=1)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,7 +13,8 @@ Rows (each measured in a fresh subprocess, so its peak RSS and threads are its o
   process per core) running beside them: the thread default must degrade gracefully.
 Columns: end-to-end latency of one photo (file bytes -> probabilities: decode, preprocess,
 forward, softmax) median and p90, model-only median, cold start (new process -> first prediction),
-peak RSS while serving one photo at a time, accuracy on the 150 real test photos and top-1 agreement with eager. The full run also
+peak RSS while serving one photo at a time, accuracy on the 150 real test photos and top-1
+agreement with eager. The full run also
 times the Mini demo from launch to its first HTTP 200 (and its RSS after one prediction) and
 measures the install size of the Space's requirements in a fresh venv.
 Writes benchmarks/results/latency.{json,csv}.
@@ -159,7 +160,8 @@ def run_row(row: dict, runs: int, n_images: int, image: Path) -> dict:
     try:
         cmd = [sys.executable, "-m", "benchmarks.latency", "--one", json.dumps(row), "--runs", str(runs),
                "--images", str(n_images)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
         result = {**row, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -242,7 +244,8 @@ def print_table(rows: list[dict]) -> None:
     eager = next(r for r in rows if r["row"] == "lite0 eager" and not r["hog"] and r["threads"] == best["threads"])
     print(f"shipped int8 bundle: {best['e2e_ms_median']} ms end to end, "
           f"{eager['e2e_ms_median'] / best['e2e_ms_median']:.1f}x eager Lite0" +
-          (f", {course['e2e_ms_median'] / best['e2e_ms_median']:.1f}x the course's EfficientNet-B2 path" if course else ""))
+          (f", {course['e2e_ms_median'] / best['e2e_ms_median']:.1f}x the course's EfficientNet-B2 path"
+           if course else ""))
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
 from going_modular.deploy.predictor import OnnxPredictor
@@ -102,12 +103,7 @@ async def run_level(url: str, images: list[bytes], clients: int, seconds: float)
 
 
 def format_table(rows: list[dict]) -> str:
-    def cell(value):
-        return f"{value:.1f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, digits=1)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
