@@ -4,8 +4,9 @@
 
 A Space receives only its own folder, but the demos import `going_modular` rather than carrying a
 pasted copy of it. This copies the demo folder (app.py, model.py, requirements.txt, README.md with
-the Spaces front matter, examples/, the int8 bundle) and, at build time, the serving half of `going_modular`
-(`going_modular/deploy`, which needs no torch) next to app.py, where app.py imports it from. Upload the result as the Space's repository.
+the Spaces front matter, examples/, the int8 bundle) and, at build time, the serving half of
+`going_modular` (`going_modular/deploy`, which needs no torch) next to app.py, where app.py imports
+it from. Upload the result as the Space's repository.
 """
 from __future__ import annotations
 

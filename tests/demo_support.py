@@ -146,9 +146,9 @@ def running_app(args: list[str], cwd: Path = ROOT, env: dict | None = None, port
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as err:
                 proc.kill()
                 proc.wait()
-                raise RuntimeError(f"app did not stop on Ctrl-C:\n{app.log()}")
+                raise RuntimeError(f"app did not stop on Ctrl-C:\n{app.log()}") from err
             finally:
                 app.stopped()

@@ -22,8 +22,17 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from going_modular.deploy.batch_predict import (FIELDS, csv_cells, journal_path, main, read_journal, read_output,
-                                                result_row, row_from_cells, score_folder)
+from going_modular.deploy.batch_predict import (
+    FIELDS,
+    csv_cells,
+    journal_path,
+    main,
+    read_journal,
+    read_output,
+    result_row,
+    row_from_cells,
+    score_folder,
+)
 from going_modular.deploy.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,7 +270,9 @@ def as_user_nobody():
     if os.geteuid() != 0:
         yield
         return
-    import fcntl  # noqa: F401 - modules the run imports lazily, loaded while they are readable
+    # Modules the run imports lazily, loaded now while they are readable.
+    import fcntl  # noqa: F401
+
     import tqdm.auto  # noqa: F401
 
     os.setegid(65534)

@@ -77,7 +77,8 @@ def test_shipped_int8_bundle_agrees_with_eager(eager, eager_probs, test_images):
     labels = np.array([eager.class_names.index(p.parent.name) for p in test_images])
     ref, got = eager_probs, _probs(served, test_images)
     agreement, accuracy = (ref.argmax(1) == got.argmax(1)).mean(), (got.argmax(1) == labels).mean()
-    print(f"int8 bundle: agreement {agreement:.4f}, accuracy {accuracy:.4f}, max prob diff {np.abs(ref - got).max():.3f}")
+    print(f"int8 bundle: agreement {agreement:.4f}, accuracy {accuracy:.4f}, "
+          f"max prob diff {np.abs(ref - got).max():.3f}")
     assert agreement >= 0.99 and accuracy >= 0.96
     assert served.meta["metrics"]["test_images"] == len(test_images)
     assert abs(served.meta["metrics"]["test_acc"] - accuracy) <= 1 / len(test_images)  # recorded = measured
@@ -123,7 +124,8 @@ def test_dynamic_int8_keeps_the_answers(fp32_bundle, test_images, tmp_path):
 
 
 def test_bad_bundles_are_one_clear_error(fp32_bundle, tmp_path):
-    with pytest.raises(BundleError, match=r"model bundle not found: .*missing.onnx; create it with `python -m going_modular.export"):
+    with pytest.raises(BundleError,
+                       match=r"model bundle not found: .*missing.onnx; create it with `python -m going_modular.export"):
         OnnxPredictor(tmp_path / "missing.onnx")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(os.urandom(4096))
@@ -157,7 +159,8 @@ def test_checkpoint_is_served_by_the_eager_reference_and_says_so(mini_checkpoint
     assert isinstance(predictor, EagerPredictor) and predictor.runtime == "eager"
     assert "eager PyTorch" in caplog.text
     result = predictor.predict(ROOT / "demos" / "foodvision_mini" / "examples" / "pizza.jpg")
-    assert result["label"] == "pizza" and list(result["probs"]) == sorted(result["probs"], key=result["probs"].get, reverse=True)
+    assert result["label"] == "pizza"
+    assert list(result["probs"]) == sorted(result["probs"], key=result["probs"].get, reverse=True)  # best first
 
 
 def test_serving_wing_never_imports_torch():

@@ -57,11 +57,12 @@ def test_every_user_format_is_predicted_over_http(mini_client, shared_data, tmp_
 
 
 def test_bad_inputs_get_a_clear_message_not_a_traceback(mini_server, mini_client, shared_data, tmp_path):
-    for case, (path, message) in bad_inputs(shared_data / "custom_images" / "pizza-dad.jpeg", tmp_path).items():
+    for path, message in bad_inputs(shared_data / "custom_images" / "pizza-dad.jpeg", tmp_path).values():
         with pytest.raises(AppError, match=message):
             mini_client.predict(None if path is None else handle_file(path), api_name="/predict")
     # The server keeps serving, and logged no traceback for the users' mistakes.
-    label, _, _ = mini_client.predict(handle_file(ROOT / "demos/foodvision_mini/examples/sushi.jpg"), api_name="/predict")
+    sushi = ROOT / "demos/foodvision_mini/examples/sushi.jpg"
+    label, _, _ = mini_client.predict(handle_file(sushi), api_name="/predict")
     assert label["label"] == "sushi"
     assert "Traceback" not in mini_server.log()
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from demo_support import free_port, running_app
 from gradio_client import Client, handle_file
 
-from demo_support import free_port, running_app
 from demos import package
 
 

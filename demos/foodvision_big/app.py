@@ -7,11 +7,10 @@ Host and port also come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Hugg
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 try:
     import going_modular  # noqa: F401  installed, or bundled beside app.py in a packaged Space
 except ImportError:  # running from the repository: use its going_modular
-    sys.path.insert(0, str(HERE.parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from going_modular.deploy.gradio_app import build_demo, classify, serve
 
@@ -19,6 +18,8 @@ if __package__:  # imported as demos.foodvision_big.app (the tests)
     from .model import load_predictor
 else:  # python app.py, locally or on Spaces
     from model import load_predictor
+
+HERE = Path(__file__).resolve().parent
 
 TOP_K = 5
 # Label smoothing keeps probabilities modest: on the 720 test photos 112 of 213 mistakes score

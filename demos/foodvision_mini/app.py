@@ -7,11 +7,10 @@ Host and port also come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Hugg
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 try:
     import going_modular  # noqa: F401  installed, or bundled beside app.py in a packaged Space
 except ImportError:  # running from the repository: use its going_modular
-    sys.path.insert(0, str(HERE.parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from going_modular.deploy.gradio_app import build_demo, classify, serve
 
@@ -19,6 +18,8 @@ if __package__:  # imported as demos.foodvision_mini.app (the tests)
     from .model import load_predictor
 else:  # python app.py, locally or on Spaces
     from model import load_predictor
+
+HERE = Path(__file__).resolve().parent
 
 TOP_K = 3
 # Below this top probability the demo says it is not sure (on the 150 test images: 2 of the 4

@@ -34,8 +34,8 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from going_modular.deploy import cli
 from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError

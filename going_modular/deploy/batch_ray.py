@@ -31,8 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from going_modular.deploy.batch_predict import (BatchError, image_names, output_lock, read_or_error, result_row,
-                                                run_job, score_sources)
+from going_modular.deploy.batch_predict import (
+    BatchError,
+    image_names,
+    output_lock,
+    read_or_error,
+    result_row,
+    run_job,
+    score_sources,
+)
 from going_modular.deploy.image import IMAGE_SUFFIXES
 from going_modular.deploy.predictor import load_predictor
 

@@ -47,7 +47,8 @@ def check_metadata(meta: dict, path: str | os.PathLike, num_outputs: int | None 
         raise BundleError(f"{path} is an ONNX file but not a FoodVision bundle (no {METADATA_KEY!r} metadata "
                           f"of format {BUNDLE_FORMAT}); re-export it with `{EXPORT_HINT}`")
     missing = [k for k in ("arch", "class_names", "precision", "input") if k not in meta]
-    missing += [f"input.{k}" for k in ("size", "resize", "interpolation", "mean", "std") if k not in meta.get("input", {})]
+    input_keys = ("size", "resize", "interpolation", "mean", "std")
+    missing += [f"input.{k}" for k in input_keys if k not in meta.get("input", {})]
     if missing:
         raise BundleError(f"{path}: bundle metadata lacks {', '.join(missing)}; re-export it with `{EXPORT_HINT}`")
     names = meta["class_names"]

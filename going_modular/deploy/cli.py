@@ -36,7 +36,7 @@ def run(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - filtered just below; the rest re-raised
+    except Exception as e:  # filtered just below; the rest re-raised
         if not is_user_error(e):
             raise
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
