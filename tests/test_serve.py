@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -278,3 +279,54 @@ def test_sigterm_finishes_requests_in_flight(queue_of_one, images):
     assert queue_of_one.proc.wait(timeout=60) == -signal.SIGTERM
     with pytest.raises(httpx.TransportError):  # and it is gone
         httpx.get(f"{queue_of_one.url}health/live", timeout=5)
+
+
+def vm_size_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmSize for {pid}")
+
+
+def test_out_of_memory_is_503_and_the_server_keeps_serving(images):
+    """A decode that the budget admits but the host cannot hold: MemoryError -> 503 + Retry-After, never a 500.
+    The budget is raised so that a 16-bit PNG declaring 240 MB is admitted, and the server's address space
+    is capped (prlimit) at 100 MB above what it uses, so decoding it really runs out of memory."""
+    from test_image_budget import SIDE, hostile_png
+
+    bomb = hostile_png(SIDE, 16, 2 * SIDE)
+    with serve_in_subprocess(FOODVISION_MAX_DECODE_MB="4000") as app, \
+            httpx.Client(base_url=app.url, timeout=120) as c:
+        for _, data in images[:4]:  # warm: the threads and arenas a request needs exist before the cap
+            assert c.post("/predict", content=data).status_code == 200
+        pid = app.proc.pid
+        _, hard = resource.prlimit(pid, resource.RLIMIT_AS)
+        resource.prlimit(pid, resource.RLIMIT_AS, (vm_size_bytes(pid) + 100 * 2**20, hard))
+        try:
+            response = c.post("/predict", files={"file": ("bomb.png", bomb, "image/png")})
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_AS, (hard, hard))
+        assert_error(response, 503, "ran out of memory")
+        assert response.headers["retry-after"] == "1"
+        cls, data = images[-1]
+        assert c.post("/predict", content=data).json()["label"] == cls  # nothing lost: it still serves
+        assert "Traceback" not in app.log()
+
+
+def test_workers_each_load_a_model_and_all_answer(images):
+    """--workers 2: two processes, each with its own model, both answering correctly."""
+    with serve_in_subprocess(args=("--workers", "2")) as app, \
+            httpx.Client(base_url=app.url, timeout=120) as c, ThreadPoolExecutor(max_workers=8) as pool:
+        def predict(item):
+            cls, data = item
+            return cls, c.post("/predict", content=data).json()
+
+        for cls, answer in pool.map(predict, images * 2):
+            assert answer["label"] == cls
+        pids, deadline = set(), time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:  # each new connection goes to either worker
+            pids.add(httpx.get(f"{app.url}health/ready", timeout=60).json()["pid"])
+        assert len(pids) == 2 and app.proc.pid not in pids
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(app.proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert pids <= set(workers)
