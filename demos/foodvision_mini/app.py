@@ -52,7 +52,7 @@ demo = build_demo(
     ),
     article=(
         "Built in the FoodVision model-deployment module with the `going_modular` package: "
-        "`python -m going_modular.train --model effnet_lite0 --epochs 10 --data pizza_steak_sushi_20_percent` "
+        "`python -m going_modular.train --arch effnet_lite0 --epochs 10 --data pizza_steak_sushi_20_percent` "
         "trains it in about 30 seconds on a CPU. Call it from code with `gradio_client`: "
         "`Client(url).predict(handle_file('food.jpg'), api_name='/predict')`."
     ),
