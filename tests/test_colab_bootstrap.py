@@ -67,7 +67,9 @@ def test_the_address_lives_in_one_place(tmp_path, monkeypatch):
     monkeypatch.setattr(bootstrap, "REPO_URL", "https://github.com/someone-else/fv")
     monkeypatch.setattr(bootstrap, "NOTEBOOKS", tmp_path / "notebooks")
     monkeypatch.setattr(bootstrap, "README", tmp_path / "README.md")
+    originals = {p: p.read_text() for p in [*NOTEBOOKS, ROOT / "README.md"]}
     assert bootstrap.main() == 0
+    assert all(p.read_text() == text for p, text in originals.items()), "the sync touched the real files"
     copies = [*sorted((tmp_path / "notebooks").glob("*.ipynb")), tmp_path / "README.md"]
     for path in copies:
         text = path.read_text()

@@ -3,6 +3,7 @@ import itertools
 
 import matplotlib
 import pandas as pd
+import pytest
 
 from going_modular.plots import COURSE_REFERENCE, plot_speed_vs_accuracy
 
@@ -44,3 +45,28 @@ def test_no_two_labels_overlap():
 def test_without_untrained_rows_one_panel():
     fig = plot_speed_vs_accuracy(DF[DF["pretrained"]], reference=COURSE_REFERENCE.iloc[:0])
     assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 3
+
+
+# notebook 06's table in an offline full run: its own row names, Lite0 eager and ONNX int8 at the same accuracy
+# a few ms apart beside the course's EfficientNet-B2 diamond, B2 and ViT untrained
+NOTEBOOK_06 = pd.DataFrame({"model": ["effnet_lite0_onnx_int8", "effnet_lite0", "effnetb2", "vit_b_16"],
+                            "test_acc": [0.9733, 0.9733, 0.3, 0.3],
+                            "time_per_pred_cpu": [0.0086, 0.0236, 0.0498, 0.2418],
+                            "model_size_mb": [4.78, 13.14, 29.83, 327.36], "pretrained": [True, True, False, False]})
+
+
+@pytest.mark.parametrize("df", [DF, NOTEBOOK_06], ids=["mixed", "notebook_06"])
+def test_labels_are_disjoint_and_inside_the_axes(df):
+    fig = plot_speed_vs_accuracy(df)
+    ax, ax_speed = fig.axes
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert len(boxes) == int(df["pretrained"].sum()) + len(COURSE_REFERENCE)
+    for (a, box_a), (b, box_b) in itertools.combinations(boxes.items(), 2):
+        assert not box_a.overlaps(box_b), f"{a!r} overlaps {b!r}"
+    for text, box in boxes.items():
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, text
+    untrained = df.loc[~df["pretrained"], "model"].tolist()
+    assert [t.get_text() for t in ax_speed.get_yticklabels()] == untrained  # apart, speed only
+    assert not any(name in text for name in untrained for text in boxes)
