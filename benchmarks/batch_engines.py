@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy.batch_predict import image_names, run_job, score_folder
@@ -93,9 +94,7 @@ def cluster_estimate(per_cpu: float, per_actor_cpu: float) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
-    parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
-                        help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_data_args(parser)
     return parser.parse_args(argv)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
 from going_modular.deploy.batch_predict import score_folder
@@ -100,9 +101,7 @@ def format_table(rows: list[dict]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="30 images and 50 requests instead of 150 and 200")
-    parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
-                        help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_data_args(parser)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--live-fps", type=float, default=30.0)
     add_model_args(parser)

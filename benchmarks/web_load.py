@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
@@ -110,8 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 50, 200], help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=20.0, help="per level")
-    parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
-                        help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
+    add_data_args(parser, batch_size=False)
     parser.add_argument("--server-args", default="", help="extra flags for going_modular.deploy.serve, one string")
     return parser
 
