@@ -187,6 +187,11 @@ def demo_cold_start() -> dict:
     import httpx
     from gradio_client import Client, handle_file
 
+    # The demo tests' helper, imported here rather than at the top: every row's child process imports
+    # this module, and its cold start is timed.
+    sys.path.insert(0, str(ROOT / "tests"))
+    from demo_support import free_port
+
     port = free_port()
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "demos/foodvision_mini/app.py", "--port", str(port)], cwd=ROOT,
@@ -209,14 +214,6 @@ def demo_cold_start() -> dict:
         proc.terminate()
         proc.wait(timeout=30)
     return {"demo_cold_start_s": round(seconds, 2), "demo_rss_mb": round(rss / 1024)}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def space_install_mb() -> float:
