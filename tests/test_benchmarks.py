@@ -23,7 +23,7 @@ def test_latency_quick(shared_data):
         ("lite0 eager", "2"), ("lite0 int8 bundle", "2"), ("lite0 int8 bundle", "1")]
     for row in rows:
         assert float(row[-2]) >= 0.96 and float(row[-3]) >= 0.9, row  # top-1 agreement, accuracy (30 photos)
-    assert "shipped int8 bundle:" in out and (ROOT / "benchmarks" / "results" / "latency.csv").is_file()
+    assert "shipped int8 bundle:" in out and (ROOT / "benchmarks" / "results" / "latency-quick.csv").is_file()
 
 
 def test_train_cache_quick(shared_data):
