@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.deploy import cli
 from going_modular.deploy.batch_predict import image_names, run_job, score_folder
 from going_modular.deploy.batch_ray import READ_SHARE, pool_size, ray_rows, read_reserve, score_folder_ray
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
@@ -91,17 +92,17 @@ def cluster_estimate(per_cpu: float, per_actor_cpu: float) -> str:
             f"stragglers and retries, {math.ceil(nodes * 1.2)} nodes.")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
     add_data_args(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None) -> int:
     import ray
 
-    args = parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     data_dir = download_data(COURSE_DATA_URL, args.data)
     cpus = os.cpu_count() or 1
     rows = []
@@ -146,4 +147,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -28,9 +28,9 @@ import numpy as np
 
 from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
-from going_modular.data_setup import COURSE_DATA_URL, DataError, download_data
+from going_modular.data_setup import COURSE_DATA_URL, download_data
+from going_modular.deploy import cli
 from going_modular.deploy.batch_predict import score_folder
-from going_modular.deploy.bundle import BundleError
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
 from going_modular.deploy.stream import run_stream
 
@@ -98,27 +98,23 @@ def format_table(rows: list[dict]) -> str:
     return markdown_table(rows, COLUMNS, digits=1)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="30 images and 50 requests instead of 150 and 200")
     add_data_args(parser)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--live-fps", type=float, default=30.0)
     add_model_args(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     n_images, n_requests = (30, 50) if args.quick else (150, 200)
     server_args = ("--threads", str(args.threads)) if args.threads else ()
-    try:
-        data_dir = download_data(COURSE_DATA_URL, args.data)
-        images = sample_images(data_dir, n_images)
-        predictor = predictor_from_args(args)
-    except (DataError, BundleError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    data_dir = download_data(COURSE_DATA_URL, args.data)
+    images = sample_images(data_dir, n_images)
+    predictor = predictor_from_args(args)
     encoded = [p.read_bytes() for p in images]
     predictor.predict_batch(images[:args.batch_size])  # warm-up: the first forward pays one-off setup
     print(f"[INFO] {predictor.arch} ({predictor.runtime}) on {len(images)} real test images; "
@@ -132,4 +128,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

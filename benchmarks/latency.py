@@ -296,4 +296,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from going_modular.deploy import cli  # here, not at the top: the timed child processes import this module
+
+    sys.exit(cli.run(main))

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+from going_modular.deploy import cli
 
 DEMOS_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = DEMOS_DIR.parent / "going_modular"
@@ -71,18 +74,19 @@ def build_space(demo: str, out: str | os.PathLike) -> Path:
     return out
 
 
-def main(argv=None) -> Path:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("demo", help=f"demo folder under demos/ ({', '.join(demo_names())})")
     p.add_argument("out", help="folder to create, e.g. dist/foodvision_mini")
-    args = p.parse_args(argv)
-    try:
-        out = build_space(args.demo, args.out)
-    except PackageError as e:
-        raise SystemExit(f"error: {e}") from e
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out = build_space(args.demo, args.out)
     print(f"[INFO] Space folder ready: {out} (upload it as a Hugging Face Space, or run `python app.py` in it)")
-    return out
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -60,5 +60,6 @@ def test_package_refuses_unknown_demos_and_occupied_folders(tmp_path):
     with pytest.raises(package.PackageError, match="not empty"):
         package.build_space("foodvision_mini", occupied)
     assert [p.name for p in tmp_path.iterdir()] == ["occupied"]  # nothing half-built left behind
-    with pytest.raises(SystemExit, match="error: unknown demo"):
-        package.main(["nope", str(tmp_path / "y")])
+    result = subprocess.run([sys.executable, "-m", "demos.package", "nope", str(tmp_path / "y")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown demo 'nope'; choose one of")

@@ -162,10 +162,11 @@ def test_class_names_that_do_not_match_the_bundle_stop_start_up(tmp_path):
 
 
 def test_host_and_port_come_from_flags_or_gradio_env(monkeypatch):
-    assert (gradio_app.parse_args([]).host, gradio_app.parse_args([]).port) == ("127.0.0.1", 7860)
+    args = gradio_app.get_args_parser().parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
-    args = gradio_app.parse_args([])
+    args = gradio_app.get_args_parser().parse_args([])
     assert (args.host, args.port, args.share) == ("0.0.0.0", 7999, False)
-    args = gradio_app.parse_args(["--host", "127.0.0.1", "--port", "8001"])
+    args = gradio_app.get_args_parser().parse_args(["--host", "127.0.0.1", "--port", "8001"])
     assert (args.host, args.port) == ("127.0.0.1", 8001)

@@ -190,7 +190,7 @@ def build_demo(predictor: OnnxPredictor, top_k: int, threshold: float, examples_
     return demo
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Serve a FoodVision Gradio demo (no internet needed).")
     # Defaults follow Gradio's own variables, which Hugging Face Spaces set to 0.0.0.0:7860.
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST),
@@ -198,10 +198,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT),
                    help="port to listen on (env GRADIO_SERVER_PORT; default %(default)s)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs internet)")
-    return p.parse_args(argv)
+    return p
 
 
 def serve(demo: gr.Blocks, argv=None) -> None:
     """Serve `demo` until interrupted, on the host and port from the command line or environment."""
-    args = parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
