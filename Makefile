@@ -35,4 +35,5 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 test: setup browser
+	$(BIN)/ruff check .
 	FOODVISION_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
