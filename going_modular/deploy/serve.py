@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -171,6 +172,8 @@ class GuardedH11Protocol(H11Protocol):
     open connections (beyond it: a JSON 503, then close) and a deadline for each request head, so
     connections that never finish their headers cannot pile up until file descriptors run out."""
 
+    _head_timer: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         # No Nagle delay. asyncio sets TCP_NODELAY only on sockets it knows are TCP; the listening
@@ -195,13 +198,23 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._expect_head_within(settings_from_env().header_timeout_s, waiting_after=finished)
 
+    def connection_lost(self, exc) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
     def _expect_head_within(self, seconds: float, waiting_after) -> None:
         def expire():
             # No new request head since the timer started (self.cycle is replaced when one arrives).
             if self.cycle is waiting_after and not self.transport.is_closing():
                 self.transport.close()
 
-        self.loop.call_later(seconds, expire)
+        # One pending timer per connection: a timer left running for every answered request kept
+        # that request's objects alive for header_timeout_s (3,300 of them at 230 req/s), and the
+        # garbage collector's full passes over them stopped the server for up to 129 ms.
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(seconds, expire)
 
 
 class BodyGuard:
@@ -456,17 +469,27 @@ def _warmup_image() -> bytes:
 
 
 def serving_process() -> None:
-    """Process-wide settings of a server process. The event loop shares the GIL with the threads that
-    decode images; at Python's default 5 ms switch interval a liveness probe waited up to 72 ms behind
-    them at 50 clients, 42 ms at 1 ms (benchmarks/web_load.py, same machine and run)."""
+    """Process-wide settings of a server process, once its app and model are loaded.
+
+    - The event loop shares the GIL with the threads that decode images; at Python's default 5 ms
+      switch interval a liveness probe waited up to 72 ms behind them at 50 clients, 42 ms at 1 ms.
+    - Python's full (generation 2) garbage collections walk every object the process holds and stop
+      every thread meanwhile: with the web stack, ONNX Runtime and NumPy loaded they took up to
+      129 ms under 200 clients. `gc.freeze()` moves everything alive after start-up out of the
+      collector's reach; only what requests allocate is walked.
+    (benchmarks/web_load.py; the figures are in README.)
+    """
     sys.setswitchinterval(0.001)
+    gc.collect()
+    gc.freeze()
 
 
 def app_from_env() -> FastAPI:
     """uvicorn's app factory for --workers N: each worker process loads its own model."""
-    serving_process()
     args = json.loads(os.environ[SETTINGS_ENV + "_MODEL"])
-    return create_app(predictor_from_args(argparse.Namespace(**args)), settings_from_env())
+    app = create_app(predictor_from_args(argparse.Namespace(**args)), settings_from_env())
+    serving_process()
+    return app
 
 
 # ---- command line ----
@@ -514,7 +537,6 @@ def main(argv=None) -> int:
     import uvicorn
 
     args = get_args_parser().parse_args(argv)
-    serving_process()
     settings = settings_from_args(args)
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     settings_from_env.cache_clear()
@@ -527,6 +549,7 @@ def main(argv=None) -> int:
         app = "going_modular.deploy.serve:app_from_env"
     else:
         app = create_app(predictor, settings)
+        serving_process()
     uvicorn.run(app, factory=args.workers > 1, host=args.host, port=args.port, workers=args.workers,
                 log_level=args.log_level, http=GuardedH11Protocol,
                 timeout_keep_alive=settings.keep_alive_s,
