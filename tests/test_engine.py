@@ -7,7 +7,8 @@ from torchvision import datasets
 from going_modular import engine
 from going_modular.data_setup import create_dataloaders, image_loader, take_batches
 from going_modular.model_builder import create_model
-from going_modular.utils import set_seeds
+from going_modular.predictor import EagerPredictor
+from going_modular.utils import get_device, save_model, set_seeds
 
 
 def _model_and_loaders(synthetic_dir, shuffle=True):
@@ -95,3 +96,24 @@ def test_empty_dataloader_is_an_error():
     empty = DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 3, 224, 224), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ValueError, match="no batches"):
         engine.test_step(model, empty, torch.nn.CrossEntropyLoss())
+
+
+def test_training_saving_and_prediction_run_on_the_chosen_device(synthetic_dir, tmp_path):
+    """One device, chosen once (get_device(): cuda where there is a GPU, else the CPU), passed through
+    training (both paths), saving, loading and prediction. On a GPU machine this runs on the GPU."""
+    device = get_device()
+    set_seeds(0)
+    model, train_dl, test_dl = _model_and_loaders(synthetic_dir)
+    opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-2)
+    for cache in (True, False):
+        results = engine.train(model, take_batches(train_dl, 1), take_batches(test_dl, 1), opt, epochs=1,
+                               device=device, cache_features=cache)
+        assert 0 <= results["test_acc"][-1] <= 1
+    assert {p.device.type for p in model.parameters()} == {device.type}
+    classes = sorted(d.name for d in (synthetic_dir / "train").iterdir())
+    path = save_model(model, tmp_path, "on_device.pth", classes, arch="effnet_lite0")
+    predictor = EagerPredictor(path, device=device)
+    assert {p.device.type for p in predictor.model.parameters()} == {device.type}
+    image = sorted((synthetic_dir / "test" / classes[0]).iterdir())[0]
+    result = predictor.predict(image)
+    assert result["label"] in classes and sum(result["probs"].values()) == pytest.approx(1, abs=1e-4)
