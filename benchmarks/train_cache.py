@@ -10,6 +10,7 @@ once and each epoch trains only the head on the stored features.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from going_modular import engine
 from going_modular.course import get_course_data
 from going_modular.data_setup import create_dataloaders, take_batches
+from going_modular.deploy import cli
 from going_modular.model_builder import MODEL_NAMES, create_model
 from going_modular.utils import set_seeds
 
@@ -34,20 +36,24 @@ def run(name: str, cache: bool, epochs: int, max_batches: int | None) -> dict:
             "test_acc": round(results["test_acc"][-1], 4)}
 
 
-def main(argv=None) -> list[dict]:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="effnet_lite0", choices=MODEL_NAMES)
+    parser.add_argument("--arch", default="effnet_lite0", choices=MODEL_NAMES)
     parser.add_argument("--epochs", type=int, default=10, help="the course trains 10 epochs")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="CI: 2 batches per epoch, 2 epochs")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
     epochs, max_batches = (2, 2) if args.quick else (args.epochs, None)
-    rows = [run(args.model, cache, epochs, max_batches) for cache in (False, True)]
+    rows = [run(args.arch, cache, epochs, max_batches) for cache in (False, True)]
     print("| model | cache_features | epochs | seconds | test_acc |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {args.model} | {r['cache_features']} | {r['epochs']} | {r['seconds']} | {r['test_acc']} |")
+        print(f"| {args.arch} | {r['cache_features']} | {r['epochs']} | {r['seconds']} | {r['test_acc']} |")
     print(f"feature caching speed-up: {rows[0]['seconds'] / rows[1]['seconds']:.1f}x over {epochs} epochs")
-    return rows
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

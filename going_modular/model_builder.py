@@ -189,8 +189,9 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
     layers = [nn.Dropout(p=arch.dropout)] if arch.dropout else []
     setattr(model, arch.head, nn.Sequential(*layers, nn.Linear(arch.features, num_classes)))
     if arch.channels_last:
-        # NHWC weights: eager CPU forward of one 224px image, 1 thread, median of 30 (see the README's
-        # table): effnet_lite0 29 ms vs 45 ms in NCHW, effnetb2 49 vs 52 ms. Inputs may stay NCHW.
+        # NHWC weights where they are faster for eager CPU inference (`python -m benchmarks.memory_format`:
+        # 1 thread, medians of 30 timed in alternation, two runs: effnet_lite0 1.12-1.14x, effnet_lite2
+        # 1.16x, effnetb2 1.02-1.07x; ViT 1.00x, so it stays NCHW). Inputs may stay NCHW.
         model = model.to(memory_format=torch.channels_last)
     model.arch = name  # as timm records pretrained_cfg: what save_model writes beside the weights
     return model, transforms

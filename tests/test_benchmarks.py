@@ -30,3 +30,13 @@ def test_train_cache_quick(shared_data):
     out = _run("benchmarks.train_cache", shared_data)
     assert "| effnet_lite0 | False | 2 |" in out and "| effnet_lite0 | True | 2 |" in out
     assert "feature caching speed-up:" in out
+
+
+def test_memory_format_quick(shared_data):
+    """Both layouts timed for every registered architecture, with the layout create_model picks."""
+    from going_modular.model_builder import REGISTRY
+
+    out = _run("benchmarks.memory_format", shared_data)
+    rows = {line.split("|")[1].strip(): line.split("|")[5].strip() for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| arch")}
+    assert rows == {name: "channels_last" if arch.channels_last else "NCHW" for name, arch in REGISTRY.items()}
