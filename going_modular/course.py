@@ -15,8 +15,10 @@ from going_modular.model_builder import WeightsUnavailableError, create_model
 from going_modular.utils import get_device
 
 DATA_DIR = Path("data")
-MODELS_DIR = Path("models")
 FAST = os.environ.get("FOODVISION_FAST", "0") == "1"
+# Fast mode (CI, `make test`) keeps its models and stats apart, so a test run never replaces the
+# full-run results that notebook 06 compares.
+MODELS_DIR = Path("models") / "fast" if FAST else Path("models")
 EPOCHS = 1 if FAST else 10
 BATCH_SIZE = 8 if FAST else 32
 FAST_BATCHES = 2  # batches of data per split in fast mode, and for an untrained backbone
