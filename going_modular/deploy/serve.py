@@ -473,11 +473,12 @@ def serving_process() -> None:
 
     - The event loop shares the GIL with the threads that decode images; at Python's default 5 ms
       switch interval a liveness probe waited up to 72 ms behind them at 50 clients, 42 ms at 1 ms.
-    - Python's full (generation 2) garbage collections walk every object the process holds and stop
-      every thread meanwhile: with the web stack, ONNX Runtime and NumPy loaded they took up to
-      129 ms under 200 clients. `gc.freeze()` moves everything alive after start-up out of the
-      collector's reach; only what requests allocate is walked.
-    (benchmarks/web_load.py; the figures are in README.)
+    - Python's full (generation 2) garbage collections walk every tracked object and stop every
+      thread meanwhile. `gc.freeze()` takes the ~66,000 objects alive after start-up (the web stack,
+      ONNX Runtime, NumPy) out of their reach: under 200 clients the longest full pass fell from
+      129 to 47 ms, and to 18-28 ms once requests' objects stopped outliving them (one head timer
+      per connection, GuardedH11Protocol).
+    (benchmarks/web_load.py and gc.callbacks timings, same machine and load; README has the table.)
     """
     sys.setswitchinterval(0.001)
     gc.collect()
