@@ -40,6 +40,9 @@ MINI_INT8 = ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
 MINI_FP32 = RESULTS / "foodvision_mini.fp32.onnx"
 COURSE_PTH = RESULTS / "effnetb2_random.pth"
 CLASSES = ["pizza", "steak", "sushi"]
+# The tests' helpers (free_port, proc_status_mb) are imported where used, not at the top: every row's
+# child process imports this module, and its cold start is timed.
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def plan(quick: bool) -> list[dict]:
@@ -115,15 +118,10 @@ def load(kind: str, file: str, threads: int):
     return predictor.preprocess, predictor.probs
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. /proc's VmHWM, not getrusage's ru_maxrss: ru_maxrss survives
-    fork + exec, so every child would report its parent's peak (1,909 MB for each row, measured)."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
-
-
 def measure(row: dict, runs: int, n_images: int) -> dict:
     """One row, in this (fresh) process: latencies, accuracy, probabilities for the agreement."""
+    from demo_support import proc_status_mb
+
     test = sorted((ROOT / "data" / "pizza_steak_sushi_20_percent" / "test").glob("*/*.jpg"))
     test = test[:: max(1, len(test) // n_images)][:n_images]
     data = [p.read_bytes() for p in test]  # bytes: decoding is part of the end-to-end time
@@ -132,7 +130,9 @@ def measure(row: dict, runs: int, n_images: int) -> dict:
     model_only = timed(lambda: probs([one]), runs)
     cycle = iter(data * (runs // len(data) + 2))
     e2e = timed(lambda: probs([preprocess(next(cycle))]), runs)
-    rss = peak_rss_mb()  # serving one photo at a time
+    # Peak RSS serving one photo at a time: /proc's VmHWM, not getrusage's ru_maxrss, which survives
+    # fork + exec, so every child reported its parent's peak (1,909 MB for each row, measured).
+    rss = proc_status_mb("self", "VmHWM")
     p = np.concatenate([probs([preprocess(d) for d in data[i:i + 32]]) for i in range(0, len(data), 32)])
     labels = np.array([CLASSES.index(path.parent.name) for path in test])
     np.save(RESULTS / f"probs-{row['kind']}-{Path(row['file']).stem}.npy", p)
@@ -191,12 +191,8 @@ def agreement(rows: list[dict]) -> None:
 def demo_cold_start() -> dict:
     """The Mini demo: launch -> first HTTP 200 of its page, then RSS after one prediction."""
     import httpx
+    from demo_support import free_port, proc_status_mb
     from gradio_client import Client, handle_file
-
-    # The demo tests' helper, imported here rather than at the top: every row's child process imports
-    # this module, and its cold start is timed.
-    sys.path.insert(0, str(ROOT / "tests"))
-    from demo_support import free_port
 
     port = free_port()
     start = time.perf_counter()
@@ -214,12 +210,11 @@ def demo_cold_start() -> dict:
         seconds = time.perf_counter() - start
         Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             handle_file(str(ROOT / "demos/foodvision_mini/examples/pizza.jpg")), api_name="/predict")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        rss = proc_status_mb(proc.pid, "VmRSS")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"demo_cold_start_s": round(seconds, 2), "demo_rss_mb": round(rss / 1024)}
+    return {"demo_cold_start_s": round(seconds, 2), "demo_rss_mb": round(rss)}
 
 
 def space_install_mb() -> float:

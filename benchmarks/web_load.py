@@ -31,7 +31,8 @@ from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
 from going_modular.deploy.predictor import OnnxPredictor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher is a test helper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher, /proc: test helpers
+from demo_support import proc_status_mb
 from server_support import serve_in_subprocess
 
 COLUMNS = ("clients", "requests", "accepted req/s", "vs offline", "p50 ms", "p99 ms", "status codes",
@@ -60,9 +61,7 @@ def rss_mb(pid: int) -> float:
     """Resident memory of the server: the process plus its children (the workers of --workers N, each
     with its own model; the supervisor alone holds no model)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    status = Path(f"/proc/{pid}/status").read_text()
-    own = int(status.split("VmRSS:")[1].split()[0]) / 1024
-    return own + sum(rss_mb(int(child)) for child in children)
+    return proc_status_mb(pid, "VmRSS") + sum(rss_mb(int(child)) for child in children)
 
 
 def request_bytes(host: str, data: bytes) -> bytes:

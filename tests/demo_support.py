@@ -23,6 +23,14 @@ NOT_PIZZA_STEAK_SUSHI = ("food101_mini/food-101/images/waffles/1497735.jpg",
                          "food101_mini/food-101/images/ramen/12611.jpg")
 
 
+def proc_status_mb(pid: int | str, field: str) -> float:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM, VmSize...) in MB; pid may be "self"."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 def non_food_photo(name: str) -> Image.Image:
     """A real photo that is not food, shipped with scikit-image (skimage.data.astronaut, .chelsea...)."""
     import skimage.data

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from demo_support import proc_status_mb
 from PIL import Image
 from server_support import serve_in_subprocess
 
@@ -45,13 +46,6 @@ def client(server):
 def images(pss_dir) -> list[tuple[str, bytes]]:
     """(true class, JPEG bytes) for 4 real test images per class."""
     return [(cls, p.read_bytes()) for cls in CLASSES for p in sorted((pss_dir / "test" / cls).glob("*.jpg"))[:4]]
-
-
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def half_sent(server, head: bytes = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n") -> socket.socket:
@@ -165,10 +159,10 @@ def test_batch_request_over_pixel_budget_is_413_before_decoding(server, client):
     buffer = io.BytesIO()
     Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")
     bomb = buffer.getvalue()
-    before = rss_mb(server.proc.pid)
+    before = proc_status_mb(server.proc.pid, "VmRSS")
     response = client.post("/predict/batch", files=[("files", (f"{i}.png", bomb, "image/png")) for i in range(2)])
     assert_error(response, 413, "200 megapixels")
-    assert rss_mb(server.proc.pid) - before < 50  # decoding them would take 600 MB
+    assert proc_status_mb(server.proc.pid, "VmRSS") - before < 50  # decoding them would take 600 MB
 
 
 @pytest.mark.parametrize("kwargs, status, message", [
@@ -281,13 +275,6 @@ def test_sigterm_finishes_requests_in_flight(queue_of_one, images):
         httpx.get(f"{queue_of_one.url}health/live", timeout=5)
 
 
-def vm_size_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmSize for {pid}")
-
-
 def test_out_of_memory_is_503_and_the_server_keeps_serving(images):
     """A decode that the budget admits but the host cannot hold: MemoryError -> 503 + Retry-After, never a 500.
     The budget is raised so that a 16-bit PNG declaring 240 MB is admitted, and the server's address space
@@ -301,7 +288,7 @@ def test_out_of_memory_is_503_and_the_server_keeps_serving(images):
             assert c.post("/predict", content=data).status_code == 200
         pid = app.proc.pid
         _, hard = resource.prlimit(pid, resource.RLIMIT_AS)
-        resource.prlimit(pid, resource.RLIMIT_AS, (vm_size_bytes(pid) + 100 * 2**20, hard))
+        resource.prlimit(pid, resource.RLIMIT_AS, (int((proc_status_mb(pid, "VmSize") + 100) * 2**20), hard))
         try:
             response = c.post("/predict", files={"file": ("bomb.png", bomb, "image/png")})
         finally:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_support import proc_status_mb
 from PIL import Image
 
 from going_modular.deploy import cli
@@ -213,13 +214,6 @@ def test_frame_dir_refuses_oversize_and_empty_files(frame_dir, tmp_path, predict
     assert "label" in records[0] and "1 MB limit" in records[1]["error"] and "empty" in records[2]["error"]
 
 
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_never_ending_frame_on_a_pipe_keeps_memory_bounded(frames, tmp_path):
     """300 MB of a frame that never ends, piped into the CLI: one error line, the next frame is
     scored, and the peak RSS (from /proc) stays far below the frame (before: 393 MB when the
@@ -236,7 +230,7 @@ def test_never_ending_frame_on_a_pipe_keeps_memory_bounded(frames, tmp_path):
         proc.stdin.write(block)
     proc.stdin.write(frames[2])
     proc.stdin.flush()
-    peak = vm_hwm_mb(proc.pid)  # the pipe holds 64 KB: the reader has seen all 300 MB by now
+    peak = proc_status_mb(proc.pid, "VmHWM")  # the pipe holds 64 KB: the reader has seen all 300 MB by now
     proc.stdin.close()
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     records = [json.loads(line) for line in out.read_text().splitlines()]
