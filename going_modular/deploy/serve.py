@@ -50,6 +50,7 @@ from going_modular.deploy.predictor import Predicting, add_model_args, predictor
 
 SETTINGS_ENV = "FOODVISION_SERVE_SETTINGS"  # how --workers processes receive the settings
 RETRY_AFTER_S = 1
+RETRY_HEADERS = {"Retry-After": str(RETRY_AFTER_S)}  # on every 503
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def error_response(status: int, detail: str, headers: dict | None = None) -> JSO
 
 
 def unavailable(detail: str) -> HTTPException:
-    return HTTPException(503, detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return HTTPException(503, detail, headers=RETRY_HEADERS)
 
 
 def error_status(error: InvalidImageError) -> int:
@@ -386,12 +387,12 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
-        return error_response(503, f"{exc} Retry after {RETRY_AFTER_S} s.", {"Retry-After": str(RETRY_AFTER_S)})
+        return error_response(503, f"{exc} Retry after {RETRY_AFTER_S} s.", RETRY_HEADERS)
 
     @app.exception_handler(MemoryError)
     async def out_of_memory(request: Request, exc: MemoryError):
         return error_response(503, "The server ran out of memory for this request; retry later or send "
-                                   "smaller images.", {"Retry-After": str(RETRY_AFTER_S)})
+                                   "smaller images.", RETRY_HEADERS)
 
 
 def create_app(predictor: Predicting, settings: Settings = Settings()) -> FastAPI:
