@@ -27,8 +27,9 @@ from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
-from going_modular.deploy.batch_predict import image_names, run_job, score_folder
-from going_modular.deploy.batch_ray import READ_SHARE, pool_size, ray_rows, read_reserve, score_folder_ray
+from going_modular.deploy.batch.job import image_names, run_job
+from going_modular.deploy.batch.local import score_folder
+from going_modular.deploy.batch.ray_engine import READ_SHARE, pool_size, ray_rows, read_reserve, score_folder_ray
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 
 COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per actor CPU after start-up")

@@ -27,15 +27,13 @@ import httpx
 import numpy as np
 
 from benchmarks.options import add_data_args
+from benchmarks.support import serve_in_subprocess
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
-from going_modular.deploy.batch_predict import score_folder
+from going_modular.deploy.batch.local import score_folder
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
-from going_modular.deploy.stream import run_stream
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher is a test helper
-from server_support import serve_in_subprocess
+from going_modular.deploy.stream.runtime import run_stream
 
 COLUMNS = ("mode", "setting", "items", "throughput/s", "median ms", "p99 ms", "dropped")
 

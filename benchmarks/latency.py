@@ -40,9 +40,8 @@ MINI_INT8 = ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
 MINI_FP32 = RESULTS / "foodvision_mini.fp32.onnx"
 COURSE_PTH = RESULTS / "effnetb2_random.pth"
 CLASSES = ["pizza", "steak", "sushi"]
-# The tests' helpers (free_port, proc_status_mb) are imported where used, not at the top: every row's
-# child process imports this module, and its cold start is timed.
-sys.path.insert(0, str(ROOT / "tests"))
+# The shared helpers (benchmarks.support: free_port, proc_status_mb) are imported where used, not at
+# the top: every row's child process imports this module, and its cold start is timed.
 
 
 def plan(quick: bool) -> list[dict]:
@@ -120,7 +119,7 @@ def load(kind: str, file: str, threads: int):
 
 def measure(row: dict, runs: int, n_images: int) -> dict:
     """One row, in this (fresh) process: latencies, accuracy, probabilities for the agreement."""
-    from demo_support import proc_status_mb
+    from benchmarks.support import proc_status_mb
 
     test = sorted((ROOT / "data" / "pizza_steak_sushi_20_percent" / "test").glob("*/*.jpg"))
     test = test[:: max(1, len(test) // n_images)][:n_images]
@@ -191,8 +190,9 @@ def agreement(rows: list[dict]) -> None:
 def demo_cold_start() -> dict:
     """The Mini demo: launch -> first HTTP 200 of its page, then RSS after one prediction."""
     import httpx
-    from demo_support import free_port, proc_status_mb
     from gradio_client import Client, handle_file
+
+    from benchmarks.support import free_port, proc_status_mb
 
     port = free_port()
     start = time.perf_counter()

@@ -26,14 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.options import add_data_args
+from benchmarks.support import proc_status_mb, serve_in_subprocess
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
 from going_modular.deploy.predictor import OnnxPredictor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the server launcher, /proc: test helpers
-from demo_support import proc_status_mb
-from server_support import serve_in_subprocess
 
 COLUMNS = ("clients", "requests", "accepted req/s", "vs offline", "p50 ms", "p99 ms", "status codes",
            "/health max ms", "RSS before→after MB")

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from going_modular.deploy import cli
+from going_modular.deploy.errors import UserError
 
 DEMOS_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = DEMOS_DIR.parent / "going_modular"
@@ -26,7 +27,7 @@ REQUIRED = ("app.py", "model.py", "requirements.txt", "README.md", "examples")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".gradio", "flagged", "*.tmp")
 
 
-class PackageError(RuntimeError):
+class PackageError(UserError, RuntimeError):
     """The demo folder is incomplete or the output folder is in the way."""
 
 

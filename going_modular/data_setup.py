@@ -5,7 +5,7 @@ machines without it: set FOODVISION_DATA_MIRROR to a folder (or URL) that holds 
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import random
 import shutil
@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader, RandomSampler, Subset, random_split
 from torchvision import datasets
 
 from going_modular.deploy.bundle import read_class_names  # noqa: F401  (re-exported: train, evaluate)
-from going_modular.deploy.image import InvalidImageError, load_image
+from going_modular.deploy.errors import UsageError, UserError
+from going_modular.deploy.files import sha256sum
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
 
 COURSE_DATA_URL = ("https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/"
                    "pizza_steak_sushi_20_percent.zip")
@@ -31,7 +33,7 @@ MIRROR_ENV = "FOODVISION_DATA_MIRROR"
 NUM_WORKERS = min(2, os.cpu_count() or 1)
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or read."""
 
 
@@ -58,14 +60,6 @@ def _fetch(source: str, dest: Path) -> None:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     shutil.copyfile(path, dest)
-
-
-def sha256sum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "pizza_steak_sushi_20_percent",
@@ -112,6 +106,15 @@ def download_data(source: str = COURSE_DATA_URL, destination: str | Path = "pizz
     return destination
 
 
+def course_dataset(data: str | Path, data_dir: str | Path = "data") -> Path:
+    """`data` itself when it is a folder with train/ (an ImageFolder root), else the course dataset of
+    that name (e.g. "pizza_steak_sushi_20_percent"), downloaded once into data_dir/<name>."""
+    root = Path(data)
+    if (root / "train").is_dir():
+        return root
+    return download_data(COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", str(data)), data, data_dir=data_dir)
+
+
 def check_image_folder(root: str | Path) -> None:
     """Raise a clear DataError if `root` is not a usable ImageFolder (missing, empty, empty class)."""
     root = Path(root)
@@ -132,6 +135,21 @@ def image_loader(path: str):
         return load_image(path)
     except InvalidImageError as e:
         raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def labelled_images(data: dict, split: str) -> list[tuple[Path, str]]:
+    """[(image path, class name)] of a split: an ImageFolder root (root/split/class/*.jpg), or a
+    Food101 root (root/food-101/meta/split.json), or a course dataset name (downloaded once)."""
+    if data.get("food101_root"):
+        meta_dir = Path(data["food101_root"]) / "food-101"
+        index = meta_dir / "meta" / f"{split}.json"
+        if not index.is_file():
+            raise DataError(f"no Food-101 {split} split at {index}")
+        listing = json.loads(index.read_text())
+        return [(meta_dir / "images" / f"{item}.jpg", name) for name in sorted(listing) for item in listing[name]]
+    root = course_dataset(data["data"], data.get("data_dir") or "data")
+    check_image_folder(root / split)
+    return [(p, p.parent.name) for p in sorted((root / split).glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, batch_size: int = 32,
@@ -206,7 +224,7 @@ def take_batches(dataloader: DataLoader, n_batches: int | None, seed: int = 42) 
 def split_subset(dataset, fraction: float = 0.2, seed: int = 42) -> Subset:
     """A seeded, class-stratified random `fraction` of a dataset (e.g. 20% of Food-101)."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise UsageError(f"fraction must be in (0, 1], got {fraction}")
     targets = getattr(dataset, "targets", None) or dataset._labels
     by_class = defaultdict(list)
     for i, t in enumerate(targets):

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from going_modular.deploy.errors import UsageError
 from going_modular.model_builder import head_name
 from going_modular.utils import get_device
 
@@ -133,7 +134,7 @@ def train(model: nn.Module, train_dataloader: DataLoader, test_dataloader: DataL
         trainable_outside_head = ({id(p) for p in model.parameters() if p.requires_grad}
                                   - {id(p) for p in head.parameters()})
         if trainable_outside_head:
-            raise ValueError("cache_features needs a frozen backbone (only the head may be trainable)")
+            raise UsageError("cache_features needs a frozen backbone (only the head may be trainable)")
         train_dl = _cached_loader(extract_features(model, train_dataloader, device, "train features"),
                                   train_dataloader, seed=seed)
         test_dl = _cached_loader(extract_features(model, test_dataloader, device, "test features"),

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from going_modular import data_setup
 from going_modular.deploy import cli
-from going_modular.predictor import EagerPredictor
+from going_modular.eager import EagerPredictor
 from going_modular.train import add_data_args, build_data
 from going_modular.utils import get_device
 

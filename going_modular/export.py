@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import random
@@ -34,11 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from going_modular import data_setup
+from going_modular.deploy import cli
 from going_modular.deploy.bundle import (
     BUNDLE_FORMAT,
     INPUT_NAME,
@@ -46,12 +45,13 @@ from going_modular.deploy.bundle import (
     OOD_NAME,
     OUTPUT_NAME,
     PRECISIONS,
-    BundleError,
 )
-from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError, load_image
+from going_modular.deploy.files import sha256sum, write_atomic
+from going_modular.deploy.image import InvalidImageError, load_image
 from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
 from going_modular.model_builder import head_name
-from going_modular.utils import CheckpointError, load_model
+from going_modular.open_set import build_open_set
+from going_modular.utils import load_model
 
 DEFAULT_OPSET = 18
 # Archs whose int8 model uses dynamic (weights-only) quantization; every other arch is a CNN: static.
@@ -87,40 +87,6 @@ class PixelsToLogits(nn.Module):
         return self.head(features), self.open_set(features)
 
 
-class OpenSetScore(nn.Module):
-    """Pooled features (N, D) -> OOD score (N,): above 1.0 means "not one of my classes".
-
-    Two measured signals (benchmarks/open_set.py), each divided by its own threshold so that one
-    score and one threshold (1.0) serve both:
-    - distance: 1 - the cosine similarity to the k-th nearest training image of the known classes.
-      Far from every training photo: not food at all (a cat, a rocket, a portrait).
-    - reject: a linear classifier over the known classes plus other real Food-101 dishes; the
-      probability it gives to the other dishes. Frozen features put other dishes close to
-      pizza, steak or sushi, so distance alone misses most of them. Absent when no other dishes
-      were given (FoodVision Big knows every class of its data).
-    """
-
-    def __init__(self, bank: torch.Tensor, k: int, distance_threshold: float, reject: nn.Module | None = None,
-                 num_known: int = 0, reject_threshold: float = 1.0):
-        super().__init__()
-        self.register_buffer("bank", nn.functional.normalize(bank, dim=1))
-        self.k, self.distance_threshold = k, distance_threshold
-        self.reject, self.num_known, self.reject_threshold = reject, num_known, reject_threshold
-
-    def distance(self, features: torch.Tensor) -> torch.Tensor:
-        similarity = nn.functional.normalize(features, dim=1) @ self.bank.T
-        return 1 - torch.topk(similarity, self.k, dim=1).values[:, -1]
-
-    def reject_prob(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.reject(features), dim=1)[:, self.num_known:].sum(1)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        score = self.distance(features) / self.distance_threshold
-        if self.reject is not None:
-            score = torch.maximum(score, self.reject_prob(features) / self.reject_threshold)
-        return score
-
-
 def input_spec(transform) -> dict:
     """What the eval transform does, as data: {"size", "resize", "interpolation", "mean", "std"}.
 
@@ -143,18 +109,6 @@ def input_spec(transform) -> dict:
             "interpolation": interpolation.value, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
-def _replace_atomically(write, path: Path) -> Path:
-    """Call write(tmp) then rename tmp to path: readers (other processes) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def export_onnx(model: nn.Module, path: str | os.PathLike, spec: dict, opset: int = DEFAULT_OPSET,
                 open_set: nn.Module | None = None) -> Path:
     """Export `model` (eval mode, outputs logits) as an fp32 graph from uint8 pixels, dynamic batch axis;
@@ -173,7 +127,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, spec: dict, opset: in
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         onnx.checker.check_model(str(tmp))
 
-    return _replace_atomically(write, Path(path))
+    return write_atomic(path, write)
 
 
 class _PixelReader:
@@ -239,8 +193,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
 
     src, dst = Path(src), Path(dst)
     if dynamic:
-        return _replace_atomically(lambda tmp: quantize_dynamic(
-            src, tmp, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8), dst)
+        return write_atomic(dst, lambda tmp: quantize_dynamic(
+            src, tmp, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8))
     if not calibration_images or spec is None:
         raise ValueError("static quantization needs calibration images and the input spec")
     prepared = dst.with_name(f"{dst.name}.{os.getpid()}.prep.tmp")
@@ -250,10 +204,10 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
         quant_pre_process(src, prepared, skip_symbolic_shape=True)
         # uint8 activations x int8 weights: the combination x86 VNNI kernels run fastest
         # (int8 activations measured ~3.5x slower on FoodVision Mini).
-        return _replace_atomically(lambda tmp: quantize_static(
+        return write_atomic(dst, lambda tmp: quantize_static(
             prepared, tmp, _PixelReader(calibration_images, spec), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_nodes(prepared)), dst)
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_nodes(prepared)))
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -268,24 +222,6 @@ def write_metadata(path: Path, meta: dict) -> None:
     model.metadata_props.extend(kept)
     model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     onnx.save(model, str(path))
-
-
-def labelled_images(data: dict, split: str) -> list[tuple[Path, str]]:
-    """[(image path, class name)] of a split: an ImageFolder root (root/split/class/*.jpg), or a
-    Food101 root (root/food-101/meta/split.json), or a course dataset name (downloaded once)."""
-    if data.get("food101_root"):
-        meta_dir = Path(data["food101_root"]) / "food-101"
-        index = meta_dir / "meta" / f"{split}.json"
-        if not index.is_file():
-            raise data_setup.DataError(f"no Food-101 {split} split at {index}")
-        listing = json.loads(index.read_text())
-        return [(meta_dir / "images" / f"{item}.jpg", name) for name in sorted(listing) for item in listing[name]]
-    root = Path(data["data"])
-    if not (root / split).is_dir():
-        url = data_setup.COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", data["data"])
-        root = data_setup.download_data(url, Path(data.get("data_dir") or "data") / data["data"])
-    data_setup.check_image_folder(root / split)
-    return [(p, p.parent.name) for p in sorted((root / split).glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: list[tuple[Path, str]],
@@ -318,118 +254,6 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
     return metrics
 
 
-OPEN_SET_K = 10  # k-th nearest training image: robust to a few odd training photos
-# Training images kept for the distance: at most 40 per class and 200 in all (FoodVision Big:
-# 5 of each of its 34 dishes), so the bank adds at most 1 MB (fp32) to the bundle.
-OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES = 40, 200
-OPEN_SET_FOLDS = 5
-
-
-def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, batch_size: int = 32) -> torch.Tensor:
-    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does."""
-    feats = []
-    for i in range(0, len(images), batch_size):
-        pixels = [preprocess_pixels(p, spec) for p in images[i:i + batch_size]]
-        with torch.inference_mode():
-            feats.append(wrapped.features(torch.from_numpy(np.stack(pixels))))
-    return torch.cat(feats)
-
-
-def fit_reject(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-2) -> nn.Module:
-    """A class-balanced, L2-regularised linear classifier on standardised features (L-BFGS, deterministic)."""
-    torch.manual_seed(0)
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    linear = nn.Linear(features.shape[1], num_classes)
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    class_weight = counts.sum() / (num_classes * counts.clamp(min=1))
-    x = (features - mean) / std
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(linear(x), labels, weight=class_weight)
-        loss = loss + weight_decay * linear.weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    # Standardisation folded into the layer: W((f - m) / s) + b == (W / s) f + (b - W m / s).
-    folded = nn.Linear(features.shape[1], num_classes)
-    with torch.no_grad():
-        folded.weight.copy_(linear.weight / std)
-        folded.bias.copy_(linear.bias - (linear.weight / std) @ mean)
-    return folded.eval()
-
-
-def fit_open_set(known: torch.Tensor, known_labels: torch.Tensor, other: torch.Tensor, other_labels: torch.Tensor,
-                 flag_rate: float = 0.05, seed: int = 42) -> tuple[OpenSetScore, dict]:
-    """Fit the open-set scorer and set its thresholds by cross-validation on training images only.
-
-    known: features of the known classes' training images; other: features of other real dishes
-    (may be empty). Each image is scored by a scorer fitted without its fold, so the thresholds
-    see distances and probabilities of unseen photos, as serving will. The distance threshold
-    flags 1% of known-class photos; the reject threshold spends the rest of `flag_rate`.
-    """
-    num_known = int(known_labels.max()) + 1
-    features, labels = torch.cat([known, other]), torch.cat([known_labels, other_labels + num_known])
-    is_known = labels < num_known
-    folds = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)) % OPEN_SET_FOLDS
-    per_class = min(OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES // num_known)
-    in_bank = torch.zeros(len(labels), dtype=torch.bool)
-    for c in range(num_known):
-        in_bank[torch.nonzero(labels == c).flatten()[:per_class]] = True
-    distance, reject = torch.zeros(len(labels)), torch.zeros(len(labels))
-    for fold in range(OPEN_SET_FOLDS):
-        held, kept = folds == fold, folds != fold
-        scorer = OpenSetScore(features[kept & in_bank], OPEN_SET_K, 1.0)
-        distance[held] = scorer.distance(features[held])
-        if len(other):
-            scorer.reject, scorer.num_known = fit_reject(features[kept], labels[kept], int(labels.max()) + 1), num_known
-            with torch.no_grad():
-                reject[held] = scorer.reject_prob(features[held])
-    distance_threshold = float(torch.quantile(distance[is_known], 0.99))
-    reject_threshold = float(torch.quantile(reject[is_known], 1 - (flag_rate - 0.01))) if len(other) else 1.0
-    head = fit_reject(features, labels, int(labels.max()) + 1) if len(other) else None
-    bank = features[in_bank]
-    scorer = OpenSetScore(bank, OPEN_SET_K, distance_threshold, head, num_known, reject_threshold)
-    oof = torch.maximum(distance / distance_threshold, reject / reject_threshold)
-    other_flagged = round(float((oof[~is_known] > 1).float().mean()), 4) if len(other) else None
-    info = {"threshold": 1.0, "output": OOD_NAME,
-            "method": "max(k-NN cosine distance to training features, P(other Food-101 dish)), each over its threshold"
-                      if len(other) else "k-NN cosine distance to training features, over its threshold",
-            "k": OPEN_SET_K, "bank_images": len(bank), "distance_threshold": round(distance_threshold, 6),
-            "reject_threshold": round(reject_threshold, 6) if len(other) else None,
-            "other_classes": int(other_labels.max()) + 1 if len(other) else 0,
-            "cross_validated": {"known_flagged": round(float((oof[is_known] > 1).float().mean()), 4),
-                                "other_flagged": other_flagged,
-                                "known_images": int(is_known.sum()), "other_images": int((~is_known).sum())}}
-    return scorer, info
-
-
-def build_open_set(model: nn.Module, spec: dict, class_names: list[str], data: dict, other_root: str | None,
-                   log=print) -> tuple[OpenSetScore, dict]:
-    """The open-set scorer from the training images of `data` and, from `other_root` (a Food-101
-    root), the training images of dishes that are not in `class_names`."""
-    wrapped = PixelsToLogits(model, spec["mean"], spec["std"]).eval()
-    train = labelled_images(data, "train")
-    other = [(p, n) for p, n in labelled_images({"food101_root": other_root}, "train")] if other_root else []
-    other = [(p, n) for p, n in other if n not in class_names]
-    other_names = sorted({n for _, n in other})
-    log(f"[export] open set: features of {len(train)} training images and {len(other)} of "
-        f"{len(other_names)} other dishes")
-    known = training_features(wrapped, [p for p, _ in train], spec)
-    known_labels = torch.tensor([class_names.index(n) for _, n in train])
-    others = training_features(wrapped, [p for p, _ in other], spec) if other else known[:0]
-    other_labels = torch.tensor([other_names.index(n) for _, n in other], dtype=torch.long)
-    scorer, info = fit_open_set(known, known_labels, others, other_labels)
-    info["other_root"] = Path(other_root).name if other_root else None
-    return scorer, info
-
-
-def sha256sum(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "int8",
                   data: dict | None = None, num_calibration: int = 100, seed: int = 42,
                   opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print) -> dict:
@@ -451,7 +275,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
     if not data.get("data") and not data.get("food101_root"):
         raise data_setup.DataError(f"{checkpoint} does not record its training data: pass --data or --food101-root")
     spec = input_spec(transform)
-    test = labelled_images(data, "test")
+    test = data_setup.labelled_images(data, "test")
     meta = {"format": BUNDLE_FORMAT, "arch": arch, "class_names": list(ckpt["class_names"]), "precision": precision,
             "input": spec, "source": {"checkpoint": checkpoint.name, "sha256": sha256sum(checkpoint)},
             "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
@@ -459,7 +283,8 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
     fp32 = out.with_name(f"{out.name}.{os.getpid()}.fp32.tmp")
     staged = out.with_name(f"{out.name}.{os.getpid()}.staged.tmp")
     try:
-        open_set, meta["open_set"] = build_open_set(model, spec, meta["class_names"], data, other_dishes, log)
+        features = PixelsToLogits(model, spec["mean"], spec["std"]).eval().features
+        open_set, meta["open_set"] = build_open_set(features, spec, meta["class_names"], data, other_dishes, log)
         cv = meta["open_set"]["cross_validated"]
         others = f", {cv['other_flagged']:.1%} of other dishes" if cv["other_flagged"] is not None else ""
         log(f"[export] open set (cross-validated on training images): {cv['known_flagged']:.1%} of known-class "
@@ -472,7 +297,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
             log("[export] int8: dynamic quantization of the Linear layers")
             quantize_int8(fp32, staged, dynamic=True)
         else:
-            train = [p for p, _ in labelled_images(data, "train")]
+            train = [p for p, _ in data_setup.labelled_images(data, "train")]
             calibration = random.Random(seed).sample(train, min(num_calibration, len(train)))
             log(f"[export] int8: calibrating activation ranges on {len(calibration)} real training images")
             quantize_int8(fp32, staged, calibration, spec)
@@ -510,7 +335,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     out = args.out or args.checkpoint.with_suffix(f".{args.precision}.onnx")
     data = None
@@ -518,13 +343,10 @@ def main(argv=None) -> dict:
         data = {"food101_root": args.food101_root}
     elif args.data:
         data = {"data": args.data, "data_dir": args.data_dir}
-    try:
-        return export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset,
-                             args.other_dishes)
-    except (CheckpointError, BundleError, data_setup.DataError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset,
+                  args.other_dishes)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -24,8 +24,10 @@ import torchvision
 from torch import nn
 from torchvision import transforms as T
 
+from going_modular.deploy.errors import UsageError, UserError
 
-class WeightsUnavailableError(RuntimeError):
+
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be fetched (usually: no internet and no cached copy)."""
 
 
@@ -137,7 +139,7 @@ def _lite(timm_name: str, module: str, file_class: str, size: int, resize: int, 
     model = timm.create_model(timm_name, pretrained=False)
     if weights is not None:
         if weights != "DEFAULT":
-            raise ValueError(f"{timm_name}: weights must be 'DEFAULT' or None, got {weights!r}")
+            raise UsageError(f"{timm_name}: weights must be 'DEFAULT' or None, got {weights!r}")
         model.load_state_dict(map_lite_keys(_lite_state_dict(module, file_class), model), strict=True)
     # Dropout lives in the new head (as in effnetb2's), not in timm's forward_head, so training the
     # head alone on cached features sees exactly the same dropout as training the whole model.
@@ -179,7 +181,7 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
     seed: the new head's initialisation is seeded so runs are reproducible.
     """
     if name not in REGISTRY:
-        raise ValueError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}")
+        raise UsageError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}")
     arch = REGISTRY[name]
     model, transforms = arch.build(weights)
     if freeze_backbone:

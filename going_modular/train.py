@@ -79,10 +79,7 @@ def build_data(args, transform):
         train_dl, test_dl = (food101_loader(ds, args.batch_size, shuffle, args.num_workers, args.seed)
                              for ds, shuffle in ((train_data, True), (test_data, False)))
     else:
-        root = Path(args.data)
-        if not (root / "train").is_dir():
-            url = data_setup.COURSE_DATA_URL.replace("pizza_steak_sushi_20_percent", args.data)
-            root = data_setup.download_data(url, args.data, data_dir=args.data_dir)
+        root = data_setup.course_dataset(args.data, args.data_dir)
         train_dl, test_dl, class_names = data_setup.create_dataloaders(
             root / "train", root / "test", transform, batch_size=args.batch_size, num_workers=args.num_workers,
             seed=args.seed)

@@ -9,7 +9,6 @@ state_dict and the metadata, e.g. the shipped checkpoints/*.pth) keep loading.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -17,11 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from going_modular.deploy.errors import UsageError, UserError
+from going_modular.deploy.files import write_atomic
+
 CHECKPOINT_FORMAT = "foodvision-checkpoint-v1"  # the older single-file dict
 SIDECAR_FORMAT = "foodvision-checkpoint-v2"  # state_dict .pth + .json sidecar
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match what was asked for."""
 
 
@@ -56,12 +58,6 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_model(model: nn.Module, target_dir: str | Path, model_name: str, class_names: list[str] | None = None,
                arch: str | None = None, info: dict | None = None) -> Path:
     """Save `model.state_dict()` to target_dir/model_name, the course's way, and its metadata beside it.
@@ -72,14 +68,14 @@ def save_model(model: nn.Module, target_dir: str | Path, model_name: str, class_
     model. Both files are written atomically (temp file + rename).
     """
     if not model_name.endswith((".pth", ".pt")):
-        raise ValueError("model_name should end with '.pt' or '.pth'")
+        raise UsageError("model_name should end with '.pt' or '.pth'")
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     path = target_dir / model_name
     meta = {"format": SIDECAR_FORMAT, "arch": arch or getattr(model, "arch", None),
             "class_names": list(class_names) if class_names is not None else None, "info": info or {}}
-    _write_atomic(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    _write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    write_atomic(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     print(f"[INFO] Saved model to: {path}")
     return path
 

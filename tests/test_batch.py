@@ -22,17 +22,17 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from going_modular.deploy.batch_predict import (
+from going_modular.deploy.batch.__main__ import main
+from going_modular.deploy.batch.job import (
     FIELDS,
     csv_cells,
     journal_path,
-    main,
     read_journal,
     read_output,
     result_row,
     row_from_cells,
-    score_folder,
 )
+from going_modular.deploy.batch.local import score_folder
 from going_modular.deploy.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_malformed_rows_and_journal_lines_are_skipped_with_a_warning(scored, pre
     journal = journal_path(copy)
     good_lines = [json.dumps(r) + "\n" for r in rows[99:109]]
     journal.write_bytes("".join(good_lines).encode() + b"\xff\xfe not json\n[1, 2]\n" + good_lines[0][:20].encode())
-    with caplog.at_level(logging.WARNING, logger="going_modular.deploy.batch_predict"):
+    with caplog.at_level(logging.WARNING, logger="going_modular.deploy.batch.job"):
         summary = score_folder(predictor, root, copy, progress=False)
     warnings = [r.getMessage() for r in caplog.records]
     assert any("skipped 2 malformed row(s)" in w for w in warnings), warnings
@@ -344,7 +344,7 @@ def test_cli_refuses_to_overwrite_a_foreign_csv(pss_dir, tmp_path):
 
 
 def test_batch_module_imports_neither_ray_nor_torch():
-    code = ("import sys, going_modular.deploy.batch_predict, going_modular.deploy.batch_ray; "
+    code = ("import sys, going_modular.deploy.batch_predict, going_modular.deploy.batch.ray_engine; "
             "print(sorted(m for m in ('ray', 'torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from going_modular.deploy import batch_predict
-from going_modular.deploy.batch_predict import read_output, score_folder
-from going_modular.deploy.batch_ray import pool_size, score_folder_ray
+from going_modular.deploy.batch import job
+from going_modular.deploy.batch.job import BatchError, read_output
+from going_modular.deploy.batch.local import score_folder
+from going_modular.deploy.batch.ray_engine import pool_size, score_folder_ray
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 
 ray = pytest.importorskip("ray")
@@ -65,7 +66,7 @@ def test_ray_engine_resumes_an_interrupted_run_and_gives_the_local_rows(ray_sess
     and every row equals the local engine's."""
     output = tmp_path / "predictions.csv"
     journalled = []
-    real_append = batch_predict.append_journal
+    real_append = job.append_journal
 
     def interrupt_on_third_batch(path, rows):
         if len(journalled) == 2:
@@ -73,13 +74,13 @@ def test_ray_engine_resumes_an_interrupted_run_and_gives_the_local_rows(ray_sess
         journalled.append(len(rows))
         real_append(path, rows)
 
-    monkeypatch.setattr(batch_predict, "append_journal", interrupt_on_third_batch)
+    monkeypatch.setattr(job, "append_journal", interrupt_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         score_folder_ray(DEFAULT_BUNDLE, folder, output, progress=False)
     monkeypatch.undo()
     finished = read_output(output)
     assert len(finished) == sum(journalled) > 0
-    assert not batch_predict.journal_path(output).exists()
+    assert not job.journal_path(output).exists()
 
     summary = score_folder_ray(DEFAULT_BUNDLE, folder, output, actors=2, batch_size=4, progress=False)
     assert (summary["total"], summary["skipped"], summary["scored"]) == (153, len(finished), 153 - len(finished))
@@ -99,6 +100,8 @@ def test_pool_leaves_a_cpu_for_the_read_tasks():
     assert pool_size(64, None) == (57, 1.0)  # a tenth of a big cluster reads
     assert pool_size(10, 18) == (18, 0.5)
     assert pool_size(1, None) == (1, 0.5)
+    with pytest.raises(BatchError, match="--actors must be at least 1, got 0"):
+        pool_size(8, 0)  # not the default in disguise
 
 
 def test_cli_runs_on_a_running_cluster_from_a_uri(ray_session, folder, local_rows, tmp_path):

@@ -16,7 +16,7 @@ from going_modular import export
 from going_modular.deploy.bundle import BundleError
 from going_modular.deploy.image import load_image
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor, load_predictor
-from going_modular.predictor import EagerPredictor
+from going_modular.eager import EagerPredictor
 from going_modular.utils import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

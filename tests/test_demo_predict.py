@@ -129,7 +129,7 @@ def test_another_class_count_works_also_without_an_open_set_score(tmp_path, pss_
                                    "precision": "fp32", "input": export.input_spec(transform)})
     names_file = tmp_path / "class_names.txt"
     names_file.write_text("\n".join(classes) + "\n")
-    predictor = gradio_app.load_predictor(bundle, names_file)
+    predictor = gradio_app.startup_predictor(bundle, names_file)
 
     result = gradio_app.classify(predictor, Image.new("RGB", (64, 64), "orange"), top_k=5)
     assert result["known"] is None and result["ood_score"] is None  # an older bundle: no open-set score

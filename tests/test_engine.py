@@ -6,8 +6,8 @@ from torchvision import datasets
 
 from going_modular import engine
 from going_modular.data_setup import create_dataloaders, image_loader, take_batches
+from going_modular.eager import EagerPredictor
 from going_modular.model_builder import create_model
-from going_modular.predictor import EagerPredictor
 from going_modular.utils import get_device, save_model, set_seeds
 
 

@@ -15,16 +15,9 @@ from PIL import Image
 
 from going_modular.deploy import cli
 from going_modular.deploy.predictor import OnnxPredictor
-from going_modular.deploy.stream import (
-    Frame,
-    FrameQueue,
-    FrameTooLarge,
-    iter_frame_dir,
-    iter_mjpeg,
-    main,
-    predict_frame,
-    run_stream,
-)
+from going_modular.deploy.stream.__main__ import main
+from going_modular.deploy.stream.mjpeg import FrameTooLarge, iter_mjpeg
+from going_modular.deploy.stream.runtime import Frame, FrameQueue, iter_frame_dir, predict_frame, run_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 

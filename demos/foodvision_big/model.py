@@ -20,4 +20,4 @@ CLASS_NAMES = HERE / "class_names.txt"
 
 def load_predictor(bundle=BUNDLE, class_names_file=CLASS_NAMES):
     """The FoodVision Big predictor (raises gradio_app.StartupError if it cannot be loaded)."""
-    return gradio_app.load_predictor(bundle, class_names_file)
+    return gradio_app.startup_predictor(bundle, class_names_file)

@@ -17,4 +17,4 @@ BUNDLE = Path(__file__).resolve().parent / "foodvision_mini.int8.onnx"
 
 def load_predictor(bundle=BUNDLE):
     """The FoodVision Mini predictor (raises gradio_app.StartupError if it cannot be loaded)."""
-    return gradio_app.load_predictor(bundle)
+    return gradio_app.startup_predictor(bundle)

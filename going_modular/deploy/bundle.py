@@ -28,6 +28,8 @@ import json
 import os
 from pathlib import Path
 
+from going_modular.deploy.errors import UserError
+
 BUNDLE_FORMAT = "foodvision-bundle-v1"
 METADATA_KEY = "foodvision"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -37,7 +39,7 @@ PRECISIONS = ("int8", "fp32")
 EXPORT_HINT = "python -m going_modular.export --checkpoint CHECKPOINT.pth"
 
 
-class BundleError(RuntimeError):
+class BundleError(UserError, RuntimeError):
     """A bundle is missing, unreadable, or does not describe itself consistently."""
 
 

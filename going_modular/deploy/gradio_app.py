@@ -16,9 +16,9 @@ import gradio as gr
 from gradio.exceptions import InvalidPathError
 from PIL import Image
 
-from going_modular.deploy.bundle import BundleError, read_class_names
+from going_modular.deploy.errors import UserError
 from going_modular.deploy.image import InvalidImageError
-from going_modular.deploy.predictor import OnnxPredictor, default_threads
+from going_modular.deploy.predictor import Predictor, load_predictor
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -40,15 +40,14 @@ class StartupError(SystemExit):
     """
 
 
-def load_predictor(bundle: str | os.PathLike, class_names_file: str | os.PathLike | None = None) -> OnnxPredictor:
-    """The demo's predictor: its int8 bundle, served by ONNX Runtime (no torch, no network).
-
-    With `class_names_file`, its names must equal the bundle's. Threads: $FOODVISION_THREADS.
+def startup_predictor(bundle: str | os.PathLike, class_names_file: str | os.PathLike | None = None) -> Predictor:
+    """The demo's predictor: `load_predictor` on its int8 bundle (ONNX Runtime: no torch, no
+    network), with any reason it cannot load as a StartupError. With `class_names_file`, its names
+    must equal the bundle's. Threads: $FOODVISION_THREADS.
     """
     try:
-        names = read_class_names(class_names_file) if class_names_file else None
-        return OnnxPredictor(bundle, class_names=names, num_threads=default_threads())
-    except (BundleError, OSError) as e:
+        return load_predictor(bundle, class_names=class_names_file)
+    except (UserError, OSError) as e:
         raise StartupError(f"FoodVision demo cannot start: {e}") from e
 
 
@@ -75,7 +74,7 @@ def menu(class_names: list[str]) -> str:
     return f"one of the {len(class_names)} foods this model knows"
 
 
-def classify(predictor: OnnxPredictor, image, top_k: int) -> dict:
+def classify(predictor: Predictor, image, top_k: int) -> dict:
     """One upload (file path, PIL image, array or None) -> the predictor's result for the top_k
     ({"label", "prob", "probs", "seconds", "known", "ood_score"}).
 
@@ -149,7 +148,7 @@ def refuse_foreign_paths(demo: gr.Blocks) -> None:
     demo.preprocess_data = preprocess_data
 
 
-def build_demo(predictor: OnnxPredictor, top_k: int, threshold: float, examples_dir: str | os.PathLike,
+def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir: str | os.PathLike,
                title: str, description: str, article: str) -> gr.Blocks:
     """The demo page. Laid out for a phone first: the photo, the examples and then the verdict fit in
     a 390x844 screen; the description and the notes come below.

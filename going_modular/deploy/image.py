@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from going_modular.deploy.errors import UsageError, UserError
+
 # What a folder of images may hold (the same list as torchvision's ImageFolder).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # Images declaring more pixels than this (e.g. 12000x10000) are refused before decoding.
@@ -39,7 +41,7 @@ HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 DECODER_COPIES = {"WEBP": 4}
 
 
-class InvalidImageError(ValueError):
+class InvalidImageError(UserError, ValueError):
     """The input is not a usable image; the message says why, in words a user understands."""
 
 
@@ -48,7 +50,7 @@ def _env_limit(name: str, default: int) -> int:
     if not value:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"${name} must be a positive whole number, got {value!r}")
+        raise UsageError(f"${name} must be a positive whole number, got {value!r}")
     return int(value)
 
 

@@ -7,27 +7,30 @@ Every deployed mode (the Gradio demos, the web service, batch scoring, streaming
     predictor = load_predictor("demos/foodvision_mini/foodvision_mini.int8.onnx")
     predictor.predict("pizza.jpg")   # {"label": "pizza", "prob": 0.98, "probs": {...}, "seconds": 0.003}
 
-`load_predictor` also accepts a training checkpoint (.pth): then the eager PyTorch reference
-(`going_modular.predictor.EagerPredictor`, which needs torch) answers through the same interface.
+`Predictor` is the interface every mode relies on. `load_predictor` serves a bundle (.onnx) with
+`OnnxPredictor`; other model files go to the loader registered for their suffix
+(`register_loader`): the training wing registers the eager PyTorch reference for .pth/.pt
+checkpoints when `going_modular` is imported, so nothing here imports torch or the training wing.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image
 
-from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, open_session
+from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, open_session, read_class_names
+from going_modular.deploy.files import sha256sum
 from going_modular.deploy.image import load_image
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
 THREADS_ENV = "FOODVISION_THREADS"
-log = logging.getLogger(__name__)
+MODEL_ID_CHARS = 12  # of the model file's sha256: tells two exports apart, short enough for a log line
 
 INTERPOLATION = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                  "bicubic": Image.Resampling.BICUBIC}
@@ -95,11 +98,46 @@ def result_dict(class_names: list[str], p: np.ndarray, seconds: float, top_k: in
             "ood_score": None if ood_score is None else round(float(ood_score), 4)}
 
 
-class Predicting:
-    """`predict` and `predict_batch` on top of a subclass's `preprocess`, `probs` and `class_names`:
-    shared by the bundle predictor below and the eager PyTorch reference."""
+def model_id(path: str | os.PathLike) -> str:
+    """Which model file this is: the first MODEL_ID_CHARS hex digits of the sha256 of its bytes."""
+    return sha256sum(path)[:MODEL_ID_CHARS]
+
+
+class Predictor(Protocol):
+    """What every mode needs of a predictor: `OnnxPredictor` here, `going_modular.eager.EagerPredictor`
+    (the PyTorch reference) in the training wing."""
 
     class_names: list[str]
+    arch: str  # the architecture it was trained as, e.g. "effnet_lite0"
+    runtime: str  # what runs it: "onnx-int8", "onnx-fp32", "eager"
+    precision: str  # "int8" or "fp32"
+    path: Path  # the model file it was loaded from
+    model_id: str  # model_id(path)
+    ood_threshold: float | None  # open-set score above which an image is unknown; None: no score
+
+    def preprocess(self, image): ...
+
+    def scores(self, items) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def forward(self, items) -> list[tuple[np.ndarray, float | None]]: ...
+
+    def result(self, row: tuple[np.ndarray, float | None], seconds: float, top_k: int | None = None) -> dict: ...
+
+    def predict(self, image, top_k: int | None = None) -> dict: ...
+
+    def predict_batch(self, images, top_k: int | None = None) -> list[dict]: ...
+
+
+class Predicting:
+    """The `Predictor` methods on top of a subclass's `preprocess`, `probs` and attributes: shared by
+    the bundle predictor below and the eager PyTorch reference."""
+
+    class_names: list[str]
+    arch: str
+    runtime: str
+    precision: str
+    path: Path
+    model_id: str
     ood_threshold: float | None = None  # None: no open-set score
 
     def preprocess(self, image):
@@ -148,6 +186,7 @@ class OnnxPredictor(Predicting):
         self.path = Path(path)
         self.num_threads = num_threads if num_threads is not None else default_threads()
         self.session, self.meta = open_session(self.path, self.num_threads)
+        self.model_id = model_id(self.path)
         self.arch = self.meta["arch"]
         self.class_names = list(self.meta["class_names"])
         self.precision = self.meta["precision"]
@@ -186,17 +225,27 @@ class OnnxPredictor(Predicting):
         return p, (outputs[1] if len(outputs) > 1 else None)
 
 
-def load_predictor(path: str | os.PathLike = DEFAULT_BUNDLE, class_names: list[str] | None = None,
-                   num_threads: int | None = None):
-    """The predictor for a model file: a bundle (.onnx) is served by ONNX Runtime; a training
-    checkpoint (.pth) by eager PyTorch, the reference (imports torch; logged so it is never silent)."""
-    path = Path(path)
-    if path.suffix in (".pth", ".pt"):
-        from going_modular.predictor import EagerPredictor
+# Model-file suffix -> loader(path, class_names=, num_threads=) returning a Predictor.
+LOADERS: dict[str, Callable[..., Predictor]] = {}
 
-        log.warning("serving %s with eager PyTorch (the reference runtime); deploy a bundle from "
-                    "`python -m going_modular.export` for the fast torch-free path", path)
-        return EagerPredictor(path, class_names=class_names, num_threads=num_threads)
+
+def register_loader(suffixes: tuple[str, ...], loader: Callable[..., Predictor]) -> None:
+    """Serve model files with these suffixes (".pth") through `loader` (another wing's predictor)."""
+    LOADERS.update(dict.fromkeys(suffixes, loader))
+
+
+def load_predictor(path: str | os.PathLike = DEFAULT_BUNDLE, class_names: list[str] | str | os.PathLike | None = None,
+                   num_threads: int | None = None) -> Predictor:
+    """The predictor for a model file: a file whose suffix has a registered loader (a .pth
+    checkpoint: the eager PyTorch reference), else a bundle served by ONNX Runtime.
+    `class_names` (a list, or a class-names file) must equal the model's. Raises a UserError
+    (BundleError, or the loader's own) that says what is wrong."""
+    path = Path(path)
+    if class_names is not None and not isinstance(class_names, (list, tuple)):
+        class_names = read_class_names(class_names)
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is not None:
+        return loader(path, class_names=class_names, num_threads=num_threads)
     return OnnxPredictor(path, class_names=class_names, num_threads=num_threads)
 
 
@@ -209,5 +258,5 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help=f"inference threads (env {THREADS_ENV}; default: one per core)")
 
 
-def predictor_from_args(args: argparse.Namespace):
+def predictor_from_args(args: argparse.Namespace) -> Predictor:
     return load_predictor(args.model, num_threads=args.threads)

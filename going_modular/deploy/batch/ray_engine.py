@@ -1,7 +1,7 @@
 """The Ray engine of batch scoring: the same job as the local engine, on Ray Data.
 
-    python -m going_modular.deploy.batch_predict --input photos/ --output p.csv --engine ray [--actors N]
-    python -m going_modular.deploy.batch_predict --input s3://bucket/photos --output p.csv \\
+    python -m going_modular.deploy.batch --input photos/ --output p.csv --engine ray [--actors N]
+    python -m going_modular.deploy.batch --input s3://bucket/photos --output p.csv \\
         --engine ray --address ray://head:10001
 
 The pipeline: list files (in the driver, which also skips what the output already holds) ->
@@ -10,7 +10,7 @@ in a pool of actors, each holding one serving predictor (`load_predictor(bundle)
 batch with the local engine's own `score_sources`, so rows cannot differ from the local engine's
 or from any other mode's (decoding stays inside the predictor, where every mode does it) -> rows
 back to the driver, which journals and publishes them exactly as the local engine does
-(batch_predict.run_job): same CSV, same resume, same single-writer lock.
+(job.run_job): same CSV, same resume, same single-writer lock.
 
 Without --address, Ray starts on this machine for the run and stops after it. The model file
 travels through Ray's object store, so cluster nodes need no copy of it; the input must be
@@ -31,18 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from going_modular.deploy.batch_predict import (
+from going_modular.deploy.batch.job import (
     BatchError,
+    check_batch_size,
     image_names,
     output_lock,
     read_or_error,
     result_row,
-    run_job,
+    run_locked_job,
     score_sources,
 )
 from going_modular.deploy.image import IMAGE_SUFFIXES
 from going_modular.deploy.predictor import load_predictor
 
+# The package folder Ray ships to cluster workers (going_modular/, three levels up from here).
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
 # Local Ray: a small object store (images stream through it a few batches at a time) and no dashboard.
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # CPUs kept free of actors for the read tasks (the anti-deadlock reserve): a share of the cluster,
@@ -136,10 +139,9 @@ def start_ray(address: str | None):
     if ray.is_initialized():  # a notebook or test session that already started Ray keeps it
         return lambda: None
     if address:
-        import going_modular
-
-        # Cluster workers get this package (not the model: it travels through the object store).
-        ray.init(address=address, runtime_env={"py_modules": [going_modular]}, log_to_driver=False)
+        # Cluster workers get this package (not the model: it travels through the object store),
+        # by folder: importing `going_modular` here would be the serving wing importing the training wing.
+        ray.init(address=address, runtime_env={"py_modules": [str(PACKAGE_DIR)]}, log_to_driver=False)
     else:
         ray.init(object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -155,7 +157,8 @@ def pool_size(cpus: float, actors: int | None) -> tuple[int, float]:
     """(actors, CPUs each): by default one actor per CPU beyond the read reserve, and never more
     actor CPUs than the reserve leaves, so the read tasks always get scheduled."""
     for_actors = cpus - read_reserve(cpus)
-    actors = actors or max(1, int(for_actors))
+    if actors is None:
+        actors = max(1, int(for_actors))
     if actors < 1:
         raise BatchError(f"--actors must be at least 1, got {actors}")
     return actors, min(1.0, for_actors / actors)
@@ -188,12 +191,11 @@ def score_folder_ray(model: str | os.PathLike, input_dir: str | os.PathLike, out
                      actors: int | None = None, address: str | None = None, batch_size: int = 8,
                      num_threads: int | None = None, progress: bool = True) -> dict:
     """Score every image under `input_dir` (a folder or a pyarrow URI) not yet in `output` on Ray;
-    the same rows and summary as batch_predict.score_folder. Starts Ray on this machine unless
+    the same rows and summary as local.score_folder. Starts Ray on this machine unless
     it is already running or `address` names a cluster; stops only a Ray it started."""
     import ray
 
-    if batch_size < 1:
-        raise BatchError(f"batch size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     model = Path(model)
     if not model.is_file():
         raise BatchError(f"model file not found: {model}")
@@ -202,6 +204,7 @@ def score_folder_ray(model: str | os.PathLike, input_dir: str | os.PathLike, out
         stop = start_ray(address)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False  # run_job draws the one bar
-            return run_job(names, output, ray_rows(model, str(input_dir), actors, batch_size, num_threads), progress)
+            return run_locked_job(names, output, ray_rows(model, str(input_dir), actors, batch_size, num_threads),
+                                  progress)
         finally:
             stop()

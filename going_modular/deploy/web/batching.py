@@ -30,7 +30,7 @@ class MicroBatcher:
 
     def __init__(self, forward: Callable[[list], Sequence], max_batch: int, max_wait_ms: float, max_queue: int,
                  prepare_threads: int | None = None):
-        """The limits have one home, serve.Settings (the CLI defaults); they are passed in, never defaulted here."""
+        """The limits have one home, settings.Settings (the CLI defaults); they are passed in, never defaulted here."""
         self.forward = forward
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
         self.admitted = 0  # requests between admit() and their answer

@@ -1,0 +1,41 @@
+"""The local engine of batch scoring: the job (job.py) scored in this process, a batch at a time."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from going_modular.deploy.batch.job import (
+    check_batch_size,
+    image_names,
+    read_or_error,
+    result_row,
+    run_job,
+    score_sources,
+)
+from going_modular.deploy.predictor import Predictor
+
+
+def score_batch(predictor: Predictor, root: Path, names: list[str]) -> list[dict]:
+    """Output rows for one batch of image files (the local engine)."""
+    start = time.perf_counter()
+    results = score_sources(predictor, [read_or_error(root / name) for name in names])
+    per_image = round((time.perf_counter() - start) / len(names), 5)  # read + decode + forward share
+    return [result_row(name, {**result, "seconds": per_image}) for name, result in zip(names, results, strict=True)]
+
+
+def local_rows(predictor: Predictor, root: Path, batch_size: int) -> Callable[[list[str]], Iterator[list[dict]]]:
+    """The local engine: batches of rows, scored in this process."""
+    check_batch_size(batch_size)
+
+    def score(names: list[str]) -> Iterator[list[dict]]:
+        for i in range(0, len(names), batch_size):
+            yield score_batch(predictor, root, names[i:i + batch_size])
+    return score
+
+
+def score_folder(predictor: Predictor, input_dir: str | Path, output: str | Path, batch_size: int = 8,
+                 progress: bool = True) -> dict:
+    """The local engine: score every image under `input_dir` not yet in `output` (see run_job)."""
+    root = Path(input_dir)
+    return run_job(image_names(root), output, local_rows(predictor, root, batch_size), progress)
