@@ -80,7 +80,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
-    run_evaluation(get_args_parser().parse_args(argv))
+    args = get_args_parser().parse_args(argv)
+    run_evaluation(args)
     return 0
 
 

@@ -85,7 +85,8 @@ def open_session(path: str | os.PathLike, num_threads: int | None = None):
     options.intra_op_num_threads = num_threads or 0  # 0: ONNX Runtime's default, one per physical core
     options.inter_op_num_threads = 1
     # No busy-waiting between runs: spinning threads steal the core that decodes and resizes the
-    # next image, and on a shared machine they burn CPU for nothing (benchmarks/latency.py).
+    # next image, and on a shared machine they burn CPU for nothing (`python -m benchmarks.latency`:
+    # the rows with a CPU hog).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -37,7 +37,8 @@ PIXELS_ENV, DECODE_MB_ENV = "FOODVISION_MAX_PIXELS", "FOODVISION_MAX_DECODE_MB"
 STRIP_PIXELS = 1 << 20
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # Decoders that fill full-size buffers of their own before Pillow's copy: libwebp's frame, its
-# previous frame and a bytes copy make a WebP decode peak at ~4x its pixels (measured: 386 MB at 5000x5000).
+# previous frame and a bytes copy make a WebP decode peak at ~4x its pixels
+# (`pytest tests/test_image_budget.py` measures each format's peak against this estimate).
 DECODER_COPIES = {"WEBP": 4}
 
 

@@ -68,9 +68,10 @@ def preprocess_pixels(image, spec: dict) -> np.ndarray:
     """Any supported image input -> the bundle's input pixels, (size, size, 3) uint8 RGB.
 
     JPEGs at least twice the resize size are decoded at reduced scale (Pillow `draft`: libjpeg
-    skips the DCT detail it would resize away): half the preprocessing time on Food-101's 512-pixel
-    photos (2.0 vs 4.0 ms a photo on 2 cores), top-1 identical to the training transform on all 150
-    test images, pixels within 57 grey levels of it on the drafted ones (tests/test_bundle.py).
+    skips the DCT detail it would resize away), which roughly halves the preprocessing time of
+    Food-101's 512-pixel photos (end-to-end latency in `python -m benchmarks.latency`), with top-1
+    identical to the training transform on all 150 test images and pixels within 57 grey levels of
+    it on the drafted ones (`pytest -s tests/test_bundle.py` prints the difference and asserts the top-1).
     """
     img = load_image(image, max_side_hint=spec["resize"])
     return resize_crop(img, spec["resize"], spec["size"], spec["interpolation"])

@@ -32,7 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "pyarrow reads (s3://bucket/photos, gs://...)")
     parser.add_argument("--output", required=True, type=Path, help="CSV to write (re-runs resume it)")
     # Small batches: on a few CPU cores a batch of 32 is no faster per image than 4-8 (the
-    # activations stop fitting in cache), and a crash loses less. benchmarks/deployment_modes measures it.
+    # activations stop fitting in cache), and a crash loses less (`python -m benchmarks.deployment_modes`).
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="local: this process (default); ray: a Ray Data actor pool (batch/ray_engine.py)")

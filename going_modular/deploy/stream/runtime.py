@@ -129,7 +129,7 @@ def _iter_mjpeg_file(path: Path, max_frame_bytes: int) -> Iterator:
         yield from iter_mjpeg(f, max_frame_bytes=max_frame_bytes)
 
 
-def produce(frames: Iterable[bytes], queue: FrameQueue, fps: float, drop: bool, start: float,
+def produce(frames: Iterable[bytes | InvalidImageError], queue: FrameQueue, fps: float, drop: bool, start: float,
             stats: StreamStats, sink: Callable[[dict], None], stop: threading.Event) -> None:
     """Producer thread: stamp each frame, pace it to `fps` (0 = as fast as the source gives
     them) and queue it; a frame pushed out of the full queue is recorded as dropped."""
@@ -169,8 +169,8 @@ def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int |
     return record
 
 
-def run_stream(predictor: Predictor, frames: Iterable[bytes], sink: Callable[[dict], None], fps: float = 30.0,
-               queue_size: int = 4, drop: bool = True, top_k: int | None = 3) -> StreamStats:
+def run_stream(predictor: Predictor, frames: Iterable[bytes | InvalidImageError], sink: Callable[[dict], None],
+               fps: float = 30.0, queue_size: int = 4, drop: bool = True, top_k: int | None = 3) -> StreamStats:
     """Classify `frames` (any iterable of encoded images, e.g. a camera generator) as they arrive.
 
     `sink` gets one dict per frame, from two threads (predictions from this one, drops from the
