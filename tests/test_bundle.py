@@ -15,7 +15,7 @@ import torch
 from going_modular import export
 from going_modular.deploy.bundle import BundleError
 from going_modular.deploy.image import load_image
-from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor, load_predictor
+from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor, Predictor, load_predictor
 from going_modular.eager import EagerPredictor
 from going_modular.utils import load_model
 
@@ -161,6 +161,21 @@ def test_checkpoint_is_served_by_the_eager_reference_and_says_so(mini_checkpoint
     result = predictor.predict(ROOT / "demos" / "foodvision_mini" / "examples" / "pizza.jpg")
     assert result["label"] == "pizza"
     assert list(result["probs"]) == sorted(result["probs"], key=result["probs"].get, reverse=True)  # best first
+
+
+def test_both_predictors_describe_themselves_through_the_protocol(eager, mini_checkpoint, tmp_path):
+    """model_id: the first 12 hex digits of the sha256 of the file served (bundle or checkpoint)."""
+    bundle = load_predictor(DEFAULT_BUNDLE)
+    for predictor, path, precision, runtime in ((bundle, DEFAULT_BUNDLE, "int8", "onnx-int8"),
+                                                (eager, mini_checkpoint, "fp32", "eager")):
+        assert isinstance(predictor, Predictor)
+        assert predictor.model_id == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        assert (predictor.path, predictor.precision, predictor.runtime) == (path, precision, runtime)
+        assert predictor.arch == "effnet_lite0" and predictor.class_names == ["pizza", "steak", "sushi"]
+    copy = tmp_path / "same.onnx"
+    copy.write_bytes(DEFAULT_BUNDLE.read_bytes())
+    assert load_predictor(copy).model_id == bundle.model_id  # the bytes, not the name
+    assert load_predictor(BIG_BUNDLE).model_id != bundle.model_id
 
 
 def test_serving_wing_never_imports_torch():

@@ -18,7 +18,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -104,6 +104,7 @@ def model_id(path: str | os.PathLike) -> str:
     return sha256sum(path)[:MODEL_ID_CHARS]
 
 
+@runtime_checkable
 class Predictor(Protocol):
     """What every mode needs of a predictor: `OnnxPredictor` here, `going_modular.eager.EagerPredictor`
     (the PyTorch reference) in the training wing."""
