@@ -24,6 +24,7 @@ Nothing here imports torch: a Space or a server needs onnxruntime, numpy and Pil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 OOD_NAME = "ood_score"
 PRECISIONS = ("int8", "fp32")
 EXPORT_HINT = "python -m going_modular.export --checkpoint CHECKPOINT.pth"
+MODEL_ID_CHARS = 12  # hex digits of the bundle's sha256 that name it in predictions and logs
 
 
 class BundleError(RuntimeError):
@@ -58,6 +60,16 @@ def check_metadata(meta: dict, path: str | os.PathLike, num_outputs: int | None 
         raise BundleError(f"{path}: the model has {num_outputs} outputs but its metadata names {len(names)} "
                           f"classes; re-export it with `{EXPORT_HINT}`")
     return meta
+
+
+def model_id(path: str | os.PathLike) -> str:
+    """The bundle's identity in every answer and log line: the first MODEL_ID_CHARS hex digits of
+    the sha256 of the file's bytes (a re-export, even of the same checkpoint, is another model)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:MODEL_ID_CHARS]
 
 
 def read_metadata(model_meta, path: str | os.PathLike) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, open_session
+from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, model_id, open_session
 from going_modular.deploy.image import load_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +151,7 @@ class OnnxPredictor(Predicting):
         self.arch = self.meta["arch"]
         self.class_names = list(self.meta["class_names"])
         self.precision = self.meta["precision"]
+        self.model_id = model_id(self.path)  # which model answered: in every log record
         self.runtime = f"onnx-{self.precision}"
         if precision is not None and precision != self.precision:
             raise BundleError(f"{self.path} is a {self.precision} bundle but {precision} was asked for; "
