@@ -18,6 +18,9 @@ key "foodvision":
     calibration         for int8: how many real training images set the activation ranges
     open_set            optional: {"threshold", "method", ...}: the graph's second output "ood_score"
                         says how far an image is from the known classes; above threshold = unknown
+    reference           optional: the test split as the drift monitor compares with it (label counts,
+                        unknowns, samples of confidence, ood_score, image statistics; see
+                        `going_modular.deploy.monitor.reference`)
     exported_with       library versions
 
 Nothing here imports torch: a Space or a server needs onnxruntime, numpy and Pillow only.

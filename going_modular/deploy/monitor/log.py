@@ -220,6 +220,8 @@ class PredictionLog:
             self._close_fd()
             self._retry_at = time.monotonic() + RETRY_SECONDS
             reason = "disk full" if e.errno == errno.ENOSPC else e.strerror or type(e).__name__
+            if e.filename and e.errno != errno.ENOSPC and str(e.filename) != str(self.path):
+                reason += f" ({e.filename})"
             self._failed(len(lines), f"cannot write {self.path}: {reason}")
             return
         with self._lock:
