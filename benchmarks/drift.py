@@ -28,6 +28,7 @@ import io
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def logged(predictor: OnnxPredictor, images: list, names: list[str], log_path: P
                 log.write(prediction_record(predictor, result, stats, mode=mode, id=name))
     assert log.status()["written"] == len(images), log.status()
     return read_log(log_path).records
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def draw(pool: list[dict], n: int, rng: random.Random) -> list[dict]:
@@ -172,9 +177,8 @@ def main(argv=None) -> int:
                             [f"rot90/{p}" for p in calibration], calibration_labels),
             "rotated 180°": (edited(calibration, lambda im: im.transpose(Image.Transpose.ROTATE_180)),
                              [f"rot180/{p}" for p in calibration], calibration_labels)}
-    records = {}
-    for i, (name, (images, ids, _)) in enumerate(sets.items()):
-        records[name] = logged(predictor, images, ids, args.out / f"log_{i}.jsonl", name)
+    records = {name: logged(predictor, images, ids, args.out / f"traffic_{slug(name)}.jsonl", name)
+               for name, (images, ids, _) in sets.items()}
     rows = []
     for name in ("test split", "menu_calibration"):
         fa = false_alarms(records[name], reference, args.window, args.windows, rng)
@@ -188,8 +192,8 @@ def main(argv=None) -> int:
                      "median delay": d["median_delay"], "max delay": d["max_delay"],
                      "alarm before shift": d["alarm_before_shift"], "checks that fired": d["first_checks"]})
     # One ready-made log per shift for the monitor's command line: calibration traffic, then the shift.
-    for i, name in enumerate(list(sets)[2:]):
-        path = args.out / f"shift_{i}.jsonl"
+    for name in list(sets)[2:]:
+        path = args.out / f"shift_{slug(name)}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in draw(records["menu_calibration"], args.window, rng)
                                 + draw(records[name], args.window, rng)))
     (args.out / "drift.json").write_text(json.dumps({"window": args.window, "alpha": DEFAULT_ALPHA, "rows": rows},

@@ -241,6 +241,10 @@ def test_tests_match_scipy():
         limit = sp.kstwobign.sf(np.sqrt(200 * 150 / 350) * d)  # Kolmogorov's limit distribution
         assert drift.ks_2samp(a, b) == pytest.approx((d, limit), rel=1e-9, abs=1e-15)
         assert limit >= sp.ks_2samp(a, b, method="exact").pvalue  # close to exact, on the safe side
+    for shift in (0.0, 0.3, -0.3):
+        a, b = np.round(rng.normal(shift, 1, 200), 1), np.round(rng.normal(0, 1, 150), 1)  # with ties
+        ref = sp.mannwhitneyu(a, b, alternative="greater", method="asymptotic", use_continuity=True)
+        assert drift.mann_whitney_greater(a, b) == pytest.approx((ref.statistic / 30000, ref.pvalue), rel=1e-9)
     for x, dof in ((0.5, 1), (3.0, 2), (10.0, 2), (40.0, 33), (200.0, 100), (1e-3, 5)):
         assert drift.chi2_sf(x, dof) == pytest.approx(sp.chi2.sf(x, dof), rel=1e-8, abs=1e-15)
     for a, b in (([10, 20, 30], [12, 18, 33]), ([50, 5, 5, 0], [10, 40, 10, 3])):

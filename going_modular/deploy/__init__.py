@@ -6,6 +6,7 @@
     gradio_app   what the Gradio demos share
     serve        the web service (FastAPI)
     batch_predict, stream   batch scoring and streaming
+    monitor      after deployment: the prediction log, the reference, the drift monitor
 
 Nothing here imports torch or the training wing (`going_modular.train`, `export`, ...): the two
 meet only in the bundle that `python -m going_modular.export` writes.
