@@ -174,15 +174,19 @@ class Check:
     def skipped(self) -> bool:
         return self.statistic is None
 
-    def line(self) -> str:
-        flag = "skip " if self.skipped else "DRIFT" if self.drifted else "ok   "
+    def result(self) -> str:
+        """The statistic, its threshold and what it means, in words."""
         if self.skipped:
-            return f"{flag} {self.name:<13} {self.detail}"
+            return self.detail
         if self.p_value is None:
             measure = f"{self.test} {self.statistic:.2f} (alarm above {self.threshold:g})"
         else:
             measure = f"{self.test} {self.statistic:.3f}, p={self.p_value:.2g} (alarm below {self.threshold:.2g})"
-        return f"{flag} {self.name:<13} {measure}; {self.detail}"
+        return f"{measure}; {self.detail}"
+
+    def line(self) -> str:
+        flag = "skip " if self.skipped else "DRIFT" if self.drifted else "ok   "
+        return f"{flag} {self.name:<13} {self.result()}"
 
 
 NUMERIC = (("confidence", "prob", lambda r: r.get("prob")), ("ood score", "ood_score", lambda r: r.get("ood_score")),
@@ -211,7 +215,7 @@ def run_checks(records: list[dict], reference: dict, window: int = DEFAULT_WINDO
         k = sum(r["known"] is False for r in recent)
         k0, n0 = reference["unknown"], reference["images"]
         p = fisher_greater(k, n, k0, n0)
-        checks.append(Check("unknown rate", "Fisher exact", k / n, p, each, p < each,
+        checks.append(Check("unknown rate", "Fisher exact, rate", k / n, p, each, p < each,
                             f"{k / n:.1%} of {n} flagged unknown vs {k0 / n0:.1%} of the reference's {n0}"))
     else:
         checks.append(Check("unknown rate", "", None, None, None, False,
@@ -227,7 +231,7 @@ def run_checks(records: list[dict], reference: dict, window: int = DEFAULT_WINDO
     ref_share = reference["labels"].get(top, 0) / reference["images"]
     checks.append(Check("label mix", f"chi-square ({dof} dof)", statistic, p, each, p < each,
                         f"most predicted: {top} {counts[top] / n:.0%} vs {ref_share:.0%} in the reference",
-                        window=list(counts.values()), reference=ref_counts))
+                        window=list(counts.items()), reference=ref_counts))
 
     for name, key, get in NUMERIC:
         if name not in planned:
@@ -320,12 +324,13 @@ def write_report(path: Path, checks: list[Check], log_path: Path, source: str, m
     for c in checks:
         figure = ""
         if c.window and c.reference and c.name == "label mix":
-            figure = "<br>".join(f"{w} / {r}" for w, r in zip(c.window, c.reference, strict=True))
+            figure = "<br>".join(f"{html.escape(label)}: {w} / {r}"
+                                 for (label, w), r in zip(c.window, c.reference, strict=True))
         elif c.window and c.reference:
             figure = _svg_histograms(c.window, c.reference)
         status = "skipped" if c.skipped else "DRIFT" if c.drifted else "ok"
         rows.append(f"<tr class='{status}'><td>{status}</td><td>{html.escape(c.name)}</td>"
-                    f"<td>{html.escape(c.line().split(' ', 1)[1].strip())}</td><td>{figure}</td></tr>")
+                    f"<td>{html.escape(c.result())}</td><td>{figure}</td></tr>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>FoodVision drift report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td{{border-top:1px solid #ddd;padding:4px 8px;vertical-align:top}}
 tr.DRIFT td:first-child{{color:#d62728;font-weight:bold}} tr.skipped{{color:#888}}</style></head><body>
