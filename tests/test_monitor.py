@@ -412,3 +412,33 @@ def test_monitor_cli_exit_codes_in_a_subprocess(traffic, reference_file):
              for log in (traffic["menu"], traffic["other_dishes"], traffic["menu"].with_name("nope.jsonl"))]
     assert codes == [0, 1, 2]
 
+
+
+SHARING_WRITER = """
+import sys
+from going_modular.deploy.monitor.log import PredictionLog
+with PredictionLog(sys.argv[1], max_bytes=4000, backups=100, flush_seconds=0.001) as log:
+    for i in range(300):
+        log.write({"time": "t", "model_id": "m", "label": "pizza", "prob": 0.5, "id": f"{sys.argv[2]}-{i}"})
+        if i % 7 == 0:
+            log.flush()
+"""
+
+
+def test_worker_processes_share_one_log_and_rotate_it_once(tmp_path):
+    """Several processes (the web service's workers) append to one log and rotate it: every line
+    whole, none lost or written twice."""
+    path = tmp_path / "shared.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", SHARING_WRITER, str(path), name], cwd=ROOT, env=env)
+             for name in ("a", "b", "c")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    contents = read_log(path)
+    assert contents.skipped == 0 and len(log_files := [path, *tmp_path.glob("shared.jsonl.*[0-9]")]) > 3
+    ids = [r["id"] for r in contents.records]
+    assert sorted(ids) == sorted(f"{n}-{i}" for n in "abc" for i in range(300))
+    for name in "abc":  # each writer's lines in its own order, oldest file first
+        mine = [int(x.split("-")[1]) for x in ids if x.startswith(name)]
+        assert mine == sorted(mine)
+    # About max_bytes: writers that checked the size at the same moment may each add their batch.
+    assert all(f.stat().st_size <= 4000 + 2000 for f in log_files)

@@ -13,8 +13,9 @@ failed, `status()` says why, and the thread retries the file a few seconds later
 Files: appended with O_APPEND, one os.write() of whole lines at a time, so several processes (the
 web service's workers) can share one log, and a killed process leaves at worst its last line torn
 (a later writer starts on a fresh line; readers skip torn lines with a warning). Size-bounded: past
-`max_bytes` the file is rotated to PATH.1 (PATH.1 to PATH.2 ... up to `backups`), under a lock file
-so that concurrent writers rotate once.
+`max_bytes` the file is rotated to PATH.1 (PATH.1 to PATH.2 ... up to `backups`; the oldest is
+deleted), under a lock file PATH.lock so that concurrent writers rotate once; with several writers
+a file may pass max_bytes by the batches they were writing at that moment.
 
 Standard library only: this module runs inside every serving process.
 """
