@@ -13,7 +13,8 @@ statistic and its reference are the same measurement.
 - brightness: the mean luma (0-255, Rec. 601 weights) of the model's input crop;
 - contrast: the standard deviation of that luma (RMS contrast).
 Brightness and contrast come from the preprocessed uint8 crop the predictor already has (every
-other pixel each way: 112x112 samples of a 224 crop, ~20 microseconds).
+other pixel each way: 112x112 samples of a 224 crop). Measured on a busy 2-core machine: 0.24 ms
+for image_stats and 0.06 ms for source_info, against 21 ms for the prediction itself.
 """
 from __future__ import annotations
 
