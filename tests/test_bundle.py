@@ -167,7 +167,7 @@ def test_serving_wing_never_imports_torch():
     """The deployed app, the web service, batch scoring and streaming load without torch."""
     code = ("import sys, json\n"
             "import going_modular, going_modular.deploy.serve, going_modular.deploy.batch_predict\n"
-            "import going_modular.deploy.stream\n"
+            "import going_modular.deploy.stream, going_modular.deploy.monitor.drift\n"
             "import demos.foodvision_mini.app as app\n"
             "probs, seconds = app.predict('demos/foodvision_mini/examples/pizza.jpg')[:2]\n"
             "heavy = sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules)\n"
