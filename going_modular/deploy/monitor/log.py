@@ -263,8 +263,11 @@ class PredictionLog:
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                current = os.stat(self.path)
-                if current.st_ino == os.fstat(self._fd).st_ino and current.st_size > 0:  # nobody rotated it yet
+                try:
+                    current = os.stat(self.path)
+                except FileNotFoundError:  # moved away by a writer that did not hold this lock (an older one)
+                    current = None
+                if current and current.st_ino == os.fstat(self._fd).st_ino and current.st_size > 0:  # not yet rotated
                     if self.backups == 0:
                         os.truncate(self.path, 0)
                     else:
@@ -275,10 +278,11 @@ class PredictionLog:
                         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
                     with self._lock:
                         self._counters.rotations += 1
+                self._close_fd()
+                # Still under the lock: the next writer to take it finds the new file, never a gap.
+                return self._open()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        self._close_fd()
-        return self._open()
 
     def _close_fd(self) -> None:
         if self._fd is not None:
