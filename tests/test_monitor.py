@@ -381,6 +381,14 @@ def test_empty_missing_and_short_logs_are_one_clear_error(reference_file, traffi
         assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_an_unwritable_report_keeps_the_verdict(traffic, reference_file, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    code, out, err = run_monitor(capsys, "--log", traffic["other_dishes"], "--reference", reference_file,
+                                 "--report", tmp_path / "a_file" / "report.html")
+    assert code == 1 and out.splitlines()[-1].startswith("DRIFT: ")
+    assert err.startswith("warning: cannot write the report") and len(err.strip().splitlines()) == 1
+
+
 def test_window_larger_than_the_log_checks_what_there_is(traffic, reference_file, capsys):
     code, out, _ = run_monitor(capsys, "--log", traffic["menu"], "--reference", reference_file, "--window", 1000)
     assert code == 0 and "fewer than --window 1000: checking them all" in out

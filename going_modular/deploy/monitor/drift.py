@@ -403,7 +403,10 @@ def main(argv=None) -> int:
         print(check.line())
     drifted = [c.name for c in checks if c.drifted]
     if args.report:
-        print(f"report: {write_report(args.report, checks, args.log, source, model, len(recent))}")
+        try:
+            print(f"report: {write_report(args.report, checks, args.log, source, model, len(recent))}")
+        except OSError as e:  # the verdict still counts: cron must hear about drift without its report
+            print(f"warning: cannot write the report {args.report} ({e.strerror or e})", file=sys.stderr)
     print(f"DRIFT: {', '.join(drifted)}" if drifted else "no drift")
     return EXIT_DRIFT if drifted else 0
 
