@@ -184,7 +184,7 @@ def test_log_from_env(tmp_path):
 WRITER = """
 import sys
 from going_modular.deploy.monitor.log import PredictionLog
-log = PredictionLog(sys.argv[1])
+log = PredictionLog(sys.argv[1], max_bytes=1 << 40)  # one file: no rotation in this test
 pad = "x" * (16 << 20)  # big lines: each takes the kernel a while to copy, so the kill can land inside one
 for i in range(1000):
     log.write({"time": "t", "model_id": "m", "label": "pizza", "prob": 0.5, "id": f"{i:06d}", "pad": pad})
