@@ -48,6 +48,7 @@ from going_modular.deploy.bundle import (
 )
 from going_modular.deploy.files import sha256sum, write_atomic
 from going_modular.deploy.image import InvalidImageError, load_image
+from going_modular.deploy.monitor.reference import REFERENCE_KEY, compute_reference
 from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
 from going_modular.model_builder import head_name
 from going_modular.open_set import build_open_set
@@ -305,6 +306,9 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
         write_metadata(staged, meta)
         log(f"[export] measuring the bundle on {len(test)} test images")
         meta["metrics"] = measure(OnnxPredictor(staged), model, transform, test)
+        # What the drift monitor compares live traffic with: the test split through the serving path.
+        meta[REFERENCE_KEY] = compute_reference(OnnxPredictor(staged), [p for p, _ in test],
+                                                description=f"test split ({len(test)} images)")
         write_metadata(staged, meta)
         os.replace(staged, out)
     finally:

@@ -40,3 +40,15 @@ def test_memory_format_quick(shared_data):
     rows = {line.split("|")[1].strip(): line.split("|")[5].strip() for line in out.splitlines()
             if line.startswith("| ") and not line.startswith("| arch")}
     assert rows == {name: "channels_last" if arch.channels_last else "NCHW" for name, arch in REGISTRY.items()}
+
+
+def test_drift_quick(shared_data):
+    """The drift benchmark logs real photos through the serving path and checks windows of them."""
+    out = _run("benchmarks.drift", shared_data)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| traffic")}
+    assert list(rows) == ["test split (in distribution)", "menu_calibration (in distribution)",
+                          "other dishes (31, original size)", "other dishes (67, resized 256 px)", "non-food photos",
+                          "darkened x0.5", "rotated 90°", "rotated 180°"]
+    assert rows["non-food photos"][3] == "100.0%" and rows["darkened x0.5"][3] == "100.0%"  # detection rate
+    assert (ROOT / "benchmarks" / "results" / "drift" / "reference.json").is_file()

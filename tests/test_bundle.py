@@ -182,7 +182,7 @@ def test_serving_wing_never_imports_torch():
     """The deployed app, the web service, batch scoring and streaming load without torch."""
     code = ("import sys, json\n"
             "import going_modular, going_modular.deploy.serve, going_modular.deploy.batch_predict\n"
-            "import going_modular.deploy.stream\n"
+            "import going_modular.deploy.stream, going_modular.deploy.monitor.drift\n"
             "import demos.foodvision_mini.app as app\n"
             "probs, seconds = app.predict('demos/foodvision_mini/examples/pizza.jpg')[:2]\n"
             "heavy = sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules)\n"
@@ -199,3 +199,14 @@ def test_export_cli_errors_are_one_line(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "nope.pth" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_export_records_the_monitor_reference(fp32_bundle, test_images):
+    """The bundle carries its test split's reference, computed as the monitor's reference CLI does."""
+    from going_modular.deploy.monitor.reference import compute_reference
+
+    bundle = OnnxPredictor(fp32_bundle)
+    embedded = bundle.meta["reference"]
+    assert embedded == compute_reference(bundle, test_images, description=f"test split ({len(test_images)} images)")
+    assert embedded["images"] == 150 and sum(embedded["labels"].values()) == 150
+    assert len(embedded["samples"]["brightness"]) == 150 and embedded["unknown"] is not None

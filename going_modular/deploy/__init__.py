@@ -11,6 +11,7 @@ One package per mode, each importing only the core:
     web/         the web service (FastAPI): `python -m going_modular.deploy.web` (alias `.serve`)
     batch/       batch scoring, local or on Ray: `python -m going_modular.deploy.batch` (alias `.batch_predict`)
     stream/      streaming: `python -m going_modular.deploy.stream`
+    monitor/     after deployment: the prediction log, the reference, the drift monitor
 and gradio_app, what the Gradio demos share.
 
 Nothing here imports torch or the training wing (`going_modular.train`, `export`, `eager`, ...): the

@@ -18,6 +18,9 @@ key "foodvision":
     calibration         for int8: how many real training images set the activation ranges
     open_set            optional: {"threshold", "method", ...}: the graph's second output "ood_score"
                         says how far an image is from the known classes; above threshold = unknown
+    reference           optional: the test split as the drift monitor compares with it (label counts,
+                        unknowns, samples of confidence, ood_score, image statistics; see
+                        `going_modular.deploy.monitor.reference`)
     exported_with       library versions
 
 Nothing here imports torch: a Space or a server needs onnxruntime, numpy and Pillow only.
@@ -29,6 +32,7 @@ import os
 from pathlib import Path
 
 from going_modular.deploy.errors import UserError
+from going_modular.deploy.files import sha256sum
 
 BUNDLE_FORMAT = "foodvision-bundle-v1"
 METADATA_KEY = "foodvision"
@@ -37,6 +41,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 OOD_NAME = "ood_score"
 PRECISIONS = ("int8", "fp32")
 EXPORT_HINT = "python -m going_modular.export --checkpoint CHECKPOINT.pth"
+MODEL_ID_CHARS = 12  # hex digits of the bundle's sha256 that name it in predictions and logs
 
 
 class BundleError(UserError, RuntimeError):
@@ -60,6 +65,12 @@ def check_metadata(meta: dict, path: str | os.PathLike, num_outputs: int | None 
         raise BundleError(f"{path}: the model has {num_outputs} outputs but its metadata names {len(names)} "
                           f"classes; re-export it with `{EXPORT_HINT}`")
     return meta
+
+
+def model_id(path: str | os.PathLike) -> str:
+    """The bundle's identity in every answer and log line: the first MODEL_ID_CHARS hex digits of
+    the sha256 of the file's bytes (a re-export, even of the same checkpoint, is another model)."""
+    return sha256sum(path)[:MODEL_ID_CHARS]
 
 
 def read_metadata(model_meta, path: str | os.PathLike) -> dict:

@@ -23,14 +23,12 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, open_session, read_class_names
-from going_modular.deploy.files import sha256sum
+from going_modular.deploy.bundle import INPUT_NAME, OOD_NAME, BundleError, model_id, open_session, read_class_names
 from going_modular.deploy.image import load_image
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
 THREADS_ENV = "FOODVISION_THREADS"
-MODEL_ID_CHARS = 12  # of the model file's sha256: tells two exports apart, short enough for a log line
 
 INTERPOLATION = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                  "bicubic": Image.Resampling.BICUBIC}
@@ -97,11 +95,6 @@ def result_dict(class_names: list[str], p: np.ndarray, seconds: float, top_k: in
     known = None if ood_score is None else bool(ood_score <= threshold)
     return {"label": label, "prob": probs[label], "probs": probs, "seconds": round(seconds, 5), "known": known,
             "ood_score": None if ood_score is None else round(float(ood_score), 4)}
-
-
-def model_id(path: str | os.PathLike) -> str:
-    """Which model file this is: the first MODEL_ID_CHARS hex digits of the sha256 of its bytes."""
-    return sha256sum(path)[:MODEL_ID_CHARS]
 
 
 @runtime_checkable
