@@ -12,8 +12,8 @@ when saturated; GET /health/ready (model, runtime and bundle loaded, batching co
 points to the docs (/docs and /redoc work offline) and the schema (/openapi.json).
 
 Under load, concurrent requests share forward passes (--max-batch, --max-wait-ms); beyond
---max-queue requests in progress the answer is an immediate 503 with Retry-After, and a request
-not answered within --deadline-s gets a 503 too. Every error body is {"detail": "..."}.
+--max-queue requests in progress a request waits up to --queue-wait-s for a slot, then gets a 503
+with Retry-After, and a request not answered within --deadline-s gets a 503 too. Every error body is {"detail": "..."}.
 SIGTERM stops accepting connections and finishes the requests in flight before exiting.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from going_modular.deploy import cli
-from going_modular.deploy.batching import MicroBatcher, Overloaded
+from going_modular.deploy.admission import Admission, Overloaded
+from going_modular.deploy.batching import MicroBatcher
 from going_modular.deploy.image import InvalidImageError
 from going_modular.deploy.predictor import Predicting, add_model_args, predictor_from_args
 
@@ -61,7 +62,8 @@ class Settings:
     batch_megapixels: float = 100.0  # pixels decoded for one /predict/batch request, all files together
     max_batch: int = 32  # images in one forward pass
     max_wait_ms: float = 5.0  # longest a batch waits for requests still preprocessing
-    max_queue: int = 32  # requests in progress (reading, preprocessing, queued, in a pass); beyond: 503
+    max_queue: int = 32  # requests in progress (reading, preprocessing, queued, in a pass); beyond: wait
+    queue_wait_s: float = 1.0  # longest a request beyond max_queue waits for a slot; then 503 (admission.py)
     deadline_s: float = 10.0  # from a complete body to the answer; beyond: 503
     body_timeout_s: float = 30.0  # to receive a whole request body; beyond: 408
     header_timeout_s: float = 10.0  # to send a complete request head after connecting or a response
@@ -146,8 +148,8 @@ UPLOAD_ERRORS = {
     413: error_doc("Body over --max-body-mb, or images over the request's pixel budget."),
     415: error_doc("Not an image format we read, or not the expected content type."),
     422: error_doc("Damaged or oversized image, missing field or invalid query parameter."),
-    503: error_doc("At capacity (--max-queue), past the deadline (--deadline-s) or out of memory: retry "
-                   "after Retry-After seconds.", retry=True),
+    503: error_doc("At capacity (no slot of --max-queue freed within --queue-wait-s), past the deadline "
+                   "(--deadline-s) or out of memory: retry after Retry-After seconds.", retry=True),
 }
 BINARY = {"type": "string", "format": "binary", "minLength": 1}  # an empty upload is a 400
 IMAGE_CONTENT = {"schema": BINARY}
@@ -339,7 +341,8 @@ class Service:
 
     def __init__(self, predictor: Predicting, settings: Settings):
         self.predictor, self.settings = predictor, settings
-        self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+        self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms)
+        self.admission = Admission(settings.max_queue, settings.queue_wait_s)
 
     async def predict_one(self, data: bytes, top_k: int | None) -> dict:
         start = time.perf_counter()
@@ -368,7 +371,8 @@ class Service:
         p = self.predictor
         return {"status": "ready", "model": p.arch, "runtime": p.runtime, "classes": p.class_names,
                 "bundle": str(getattr(p, "path", getattr(p, "checkpoint", ""))), "pid": os.getpid(),
-                "batching": {**self.batcher.stats, "in_progress": self.batcher.admitted,
+                "batching": {**self.batcher.stats, "in_progress": self.admission.admitted,
+                             "waiting": self.admission.waiting, **self.admission.stats,
                              "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,
                              "max_wait_ms": self.settings.max_wait_ms}}
 
@@ -441,7 +445,7 @@ def create_app(predictor: Predicting, settings: Settings = Settings()) -> FastAP
     async def predict(request: Request,
                       top_k: int | None = Query(None, ge=1, description="keep the top k probs")) -> dict:
         """One image (multipart field `file`, or the raw body) -> {label, prob, probs, seconds}."""
-        with service.batcher.admit():
+        async with service.admission.slot():
             data = await read_upload(request)
             return await service.within_deadline(service.predict_one(data, top_k))
 
@@ -450,7 +454,7 @@ def create_app(predictor: Predicting, settings: Settings = Settings()) -> FastAP
     async def predict_batch(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
         """Several images (multipart fields `files`), batched with everyone else's. Each result is a
         prediction or {"filename", "error"}, so one bad file does not fail the others."""
-        with service.batcher.admit():
+        async with service.admission.slot():
             files = await read_batch_uploads(request, settings.max_batch_files)
             megapixels = sum(decoded_megapixels(data, getattr(predictor, "resize", 512)) for _, data in files)
             if megapixels > settings.batch_megapixels:
@@ -509,7 +513,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     batching.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                           help="longest a batch waits for requests that are still preprocessing")
     batching.add_argument("--max-queue", type=int, default=d.max_queue,
-                          help="requests in progress per worker; beyond it: immediate 503 + Retry-After")
+                          help="requests in progress per worker; beyond it a request waits (--queue-wait-s)")
+    batching.add_argument("--queue-wait-s", type=float, default=d.queue_wait_s,
+                          help="longest a request beyond --max-queue waits for a slot, then 503 + Retry-After "
+                               "(0: at once)")
     batching.add_argument("--deadline-s", type=float, default=d.deadline_s,
                           help="a request not answered this long after its body arrived gets 503")
     limits = parser.add_argument_group("request and connection limits")
