@@ -239,8 +239,11 @@ def batching_counters(server) -> dict:
 
 
 def wait_until(server, counter: str, value: int) -> None:
-    """Until the server's batching counter (in_progress, waiting) reads `value`."""
-    while batching_counters(server)[counter] != value:
+    """Until the server's batching counter (in_progress, waiting) reads `value` (a guard against
+    hanging where it never does, not a timing check)."""
+    give_up = time.monotonic() + 120
+    while (now := batching_counters(server)[counter]) != value:
+        assert time.monotonic() < give_up, f"{counter} stayed at {now}, never {value}"
         time.sleep(0.05)
 
 

@@ -4,8 +4,9 @@ A request beyond `max_queue` does not get its 503 at once: it waits, first come 
 `wait_s` for a slot, and only then is refused (`Overloaded`: 503 + Retry-After). Why: clients that
 retry without backing off (a load balancer's retries, a `while True: post()`) answered at once send
 the next request at once, and turning each away cost the server a full pass through HTTP parsing,
-routing and a response in Python. With wrk holding 200 such connections, the default server spent
-its CPU on ~2,000 503/s and its accepted req/s fell to about half of the 32-connection figure
+routing and a response in Python. With wrk holding 200 such connections, the default server
+answered 1,200-2,000 503/s, each accepted request cost 2.4-2.9 times the CPU it does at 32
+connections, and accepted req/s fell to 38-68% of the 32-connection figure
 (`python -m benchmarks.web_load --no-backoff`; README has the table). A waiting request costs one
 future, and its client sends nothing more meanwhile: one request per connection is in flight, so
 the waiters are bounded by --max-connections, and its body, not read yet, stays in the socket

@@ -12,8 +12,9 @@ when saturated; GET /health/ready (model, runtime and bundle loaded, batching co
 points to the docs (/docs and /redoc work offline) and the schema (/openapi.json).
 
 Under load, concurrent requests share forward passes (--max-batch, --max-wait-ms); beyond
---max-queue requests in progress a request waits up to --queue-wait-s for a slot, then gets a 503
-with Retry-After, and a request not answered within --deadline-s gets a 503 too. Every error body is {"detail": "..."}.
+--max-queue requests in progress a request waits up to --queue-wait-s for a slot, then gets a
+503 with Retry-After, and a request not answered within --deadline-s gets a 503 too. Every error
+body is {"detail": "..."}.
 SIGTERM stops accepting connections and finishes the requests in flight before exiting.
 """
 from __future__ import annotations
