@@ -1,6 +1,7 @@
 # FoodVision: one command to set up and run each job on a fresh machine.
 #   make demo   - install the demo's own requirements (no torch), then serve FoodVision Mini on http://127.0.0.1:7860
 #   make test   - install everything (plus headless Chromium for the browser test), then run all tests and notebooks
+#   make bench-web - the web service under load: polite clients, then clients that never back off (wrk)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
 export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: setup demo test browser
+.PHONY: setup demo test browser wrk bench-web
 
 setup: $(VENV)/.installed
 
@@ -33,6 +34,16 @@ demo: $(DEMO_VENV)/.installed
 # The browser test drives Debian's Chromium (never a downloaded browser build).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+# benchmarks/web_load --no-backoff drives Debian's wrk, a C load generator, so that the client of a
+# retry storm does not take the CPU of the server it measures. Benchmarks only: no test needs it.
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+bench-web: setup wrk
+	$(BIN)/python -m benchmarks.web_load
+	$(BIN)/python -m benchmarks.web_load --no-backoff
+	$(BIN)/python -m benchmarks.web_load --no-backoff --levels 32 200 --server-args "--workers 2 --threads 1"
 
 test: setup browser
 	$(BIN)/ruff check .

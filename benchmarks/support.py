@@ -97,11 +97,13 @@ def running_app(args: list[str], cwd: Path = ROOT, env: dict | None = None, port
 
 @contextmanager
 def serve_in_subprocess(model: str | Path | None = None, args: tuple[str, ...] = (),
-                        startup_timeout: float = 180, **env: str) -> Iterator[RunningApp]:
+                        startup_timeout: float = 180, cwd: Path = ROOT, **env: str) -> Iterator[RunningApp]:
     """Yield the running server (`.url`, `.proc`, `.log()`); `model` defaults to the shipped Mini bundle;
+    `cwd`: the checkout whose server runs (another one for before/after benchmarks);
     `env`: extra environment variables for the server."""
     port = free_port()
     model_args = ("--model", str(model)) if model else ()
     with running_app(["-m", "going_modular.deploy.serve", *model_args, "--log-level", "warning", *args,
-                      "--port", str(port)], env=clean_env(**env), port=port, startup_timeout=startup_timeout) as app:
+                      "--port", str(port)], cwd=cwd, env=clean_env(**env), port=port,
+                     startup_timeout=startup_timeout) as app:
         yield app

@@ -2,6 +2,8 @@
 
     python -m benchmarks.web_load                       # 20 s per level, the shipped Mini int8 bundle
     python -m benchmarks.web_load --seconds 10 --levels 1 50
+    python -m benchmarks.web_load --no-backoff          # 8, 32, 50, 200 wrk connections that retry at once
+    python -m benchmarks.web_load --no-backoff --server-args "--workers 2 --threads 1" --levels 32 200
 
 Each client (an asyncio task holding one keep-alive connection) posts real JPEGs to /predict in
 a loop; a 503 is honoured by sleeping its Retry-After, as a well-behaved client does. A separate
@@ -9,6 +11,13 @@ process probes /health/live every 100 ms. Per level: accepted req/s, p50/p99 lat
 requests, the count of each status code, the slowest /health answer, and server RSS (from /proc)
 before and after. The offline batch throughput of the same bundle (predict_batch on the same
 JPEG bytes, batch 32, in this process) is measured in the same run, so the ratio is like for like.
+
+--no-backoff is the retry storm (a load balancer's retries, a `while True: post()`): wrk (Debian's C
+load generator, `make wrk`, so the client takes little of the server's CPU) holds the connections and
+sends the next request the moment an answer arrives, 503 or not, rotating over the same real JPEGs
+(benchmarks/wrk_predict.lua). Per level: accepted req/s and its ratio to the 32-connection level of
+the same run, 503/s, p50/p99 of accepted requests, status codes, wrk's socket errors and the slowest
+/health/live answer from the probing process.
 Timings depend on the machine and whatever else runs on it.
 """
 from __future__ import annotations
@@ -16,6 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -26,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.options import add_data_args
-from benchmarks.support import proc_status_mb, serve_in_subprocess
+from benchmarks.support import ROOT, proc_status_mb, serve_in_subprocess
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
@@ -34,11 +47,18 @@ from going_modular.deploy.predictor import OnnxPredictor
 
 COLUMNS = ("clients", "requests", "accepted req/s", "vs offline", "p50 ms", "p99 ms", "status codes",
            "/health max ms", "RSS before→after MB")
+NO_BACKOFF_COLUMNS = ("connections", "accepted req/s", "vs 32", "503/s", "p50 ms", "p99 ms", "max ms",
+                      "status codes", "socket errors", "/health max ms", "server CPU ms / accepted")
+WRK_SCRIPT = Path(__file__).with_name("wrk_predict.lua")
+
+
+def sample_jpeg_paths(data_dir: Path, limit: int) -> list[Path]:
+    per_class = [sorted((data_dir / "test" / cls).glob("*.jpg")) for cls in ("pizza", "steak", "sushi")]
+    return [p for group in zip_longest(*per_class) for p in group if p is not None][:limit]
 
 
 def sample_jpegs(data_dir: Path, limit: int) -> list[bytes]:
-    per_class = [sorted((data_dir / "test" / cls).glob("*.jpg")) for cls in ("pizza", "steak", "sushi")]
-    return [p.read_bytes() for group in zip_longest(*per_class) for p in group if p is not None][:limit]
+    return [p.read_bytes() for p in sample_jpeg_paths(data_dir, limit)]
 
 
 def offline_throughput(images: list[bytes], batch_size: int = 32, rounds: int = 3) -> float:
@@ -59,6 +79,13 @@ def rss_mb(pid: int) -> float:
     with its own model; the supervisor alone holds no model)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return proc_status_mb(pid, "VmRSS") + sum(rss_mb(int(child)) for child in children)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the server has used so far: the process plus its children, as rss_mb."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    utime, stime = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
 def request_bytes(host: str, data: bytes) -> bytes:
@@ -143,26 +170,85 @@ async def run_level(url: str, images: list[bytes], clients: int, seconds: float)
             "/health max ms": max(health) * 1000}
 
 
+def run_wrk_level(server, photos: list[Path], connections: int, seconds: float) -> dict:
+    """`connections` wrk connections posting the photos for `seconds`, none of them backing off on a 503,
+    while a separate process probes /health/live. The server's CPU time per accepted request is the
+    figure a busy machine disturbs least: what turning work away costs shows there as it is."""
+    url = server.url
+    command = ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
+               "-s", str(WRK_SCRIPT), url.rstrip("/"), "--", *map(str, photos)]
+    with ProcessPoolExecutor(1) as pool:
+        health = pool.submit(probe_health, url, seconds)
+        cpu = cpu_seconds(server.proc.pid)
+        run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+        cpu = cpu_seconds(server.proc.pid) - cpu
+        health = health.result()
+    lines = [line for line in run.stdout.splitlines() if line.startswith("WRK_RESULT ")]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed (exit code {run.returncode}): {run.stderr.strip() or run.stdout[-500:]}")
+    result = json.loads(lines[0].removeprefix("WRK_RESULT "))
+    statuses = {int(code): n for code, n in result["statuses"].items()}
+    ms = np.array(result["accepted_ms"] or [float("nan")])
+    wall = result["duration_s"]
+    errors = {kind: n for kind, n in result["errors"].items() if n}
+    return {"connections": connections, "accepted req/s": statuses.get(200, 0) / wall,
+            "503/s": statuses.get(503, 0) / wall,
+            "p50 ms": float(np.percentile(ms, 50)), "p99 ms": float(np.percentile(ms, 99)), "max ms": float(ms.max()),
+            "status codes": " ".join(f"{code}: {n}" for code, n in sorted(statuses.items())),
+            "socket errors": " ".join(f"{kind}: {n}" for kind, n in errors.items()) or "0",
+            "/health max ms": max(health) * 1000,
+            "server CPU ms / accepted": cpu * 1000 / max(statuses.get(200, 0), 1)}
+
+
+def no_backoff_table(server, photos: list[Path], levels: list[int], seconds: float) -> list[dict]:
+    rows = []
+    for connections in levels:
+        rows.append(run_wrk_level(server, photos, connections, seconds))
+        print(markdown_table(rows[-1:], NO_BACKOFF_COLUMNS[:2] + NO_BACKOFF_COLUMNS[3:], digits=1).splitlines()[-1],
+              flush=True)
+    base = next((row["accepted req/s"] for row in rows if row["connections"] == 32), None)
+    for row in rows:
+        row["vs 32"] = f"{row['accepted req/s'] / base:.0%}" if base else "-"
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     return markdown_table(rows, COLUMNS, digits=1)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 50, 200], help="concurrent clients")
+    parser.add_argument("--levels", type=int, nargs="+",
+                        help="concurrent clients (default 1 50 200; with --no-backoff 8 32 50 200)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per level")
+    parser.add_argument("--no-backoff", action="store_true",
+                        help="wrk clients that retry at once instead of honouring Retry-After")
     add_data_args(parser, batch_size=False)
     parser.add_argument("--server-args", default="", help="extra flags for going_modular.deploy.serve, one string")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="the checkout whose server is measured (another one: before/after in one run)")
     return parser
 
 
 def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    server_args = tuple(args.server_args.split())
+    if args.no_backoff:
+        if shutil.which("wrk") is None:
+            parser.error("--no-backoff needs wrk (Debian: apt-get install wrk, or `make wrk`)")
+        photos = sample_jpeg_paths(download_data(COURSE_DATA_URL, args.data), 12)
+        with serve_in_subprocess(args=server_args, cwd=args.server_root) as server:
+            rows = no_backoff_table(server, photos, args.levels or [8, 32, 50, 200], args.seconds)
+        print(f"\n{args.server_root} {args.server_args or '(default settings)'}, {len(photos)} photos\n")
+        print(markdown_table(rows, NO_BACKOFF_COLUMNS, digits=1))
+        return 0
+    args.levels = args.levels or [1, 50, 200]
     images = sample_jpegs(download_data(COURSE_DATA_URL, args.data), 150)
     offline = offline_throughput(images)
     print(f"offline batch throughput (predict_batch, batch 32, same {len(images)} JPEGs): {offline:.1f} images/s")
     rows = []
-    with serve_in_subprocess(args=tuple(args.server_args.split())) as server:
+    with serve_in_subprocess(args=server_args, cwd=args.server_root) as server:
         for clients in args.levels:
             before = rss_mb(server.proc.pid)
             row = asyncio.run(run_level(server.url, images, clients, args.seconds))

@@ -234,21 +234,54 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
     assert " passed" in run.stdout and "failed" not in run.stdout
 
 
+def batching_counters(server) -> dict:
+    return httpx.get(f"{server.url}health/ready", timeout=60).json()["batching"]
+
+
+def wait_until(server, counter: str, value: int) -> None:
+    """Until the server's batching counter (in_progress, waiting) reads `value` (a guard against
+    hanging where it never does, not a timing check)."""
+    give_up = time.monotonic() + 120
+    while (now := batching_counters(server)[counter]) != value:
+        assert time.monotonic() < give_up, f"{counter} stayed at {now}, never {value}"
+        time.sleep(0.05)
+
+
+def post_raw(server, data: bytes) -> bytes:
+    """One POST /predict of `data` on its own raw connection: the whole answer."""
+    with half_sent_body(server, data) as s:
+        s.sendall(data[1000:])
+        return read_all(s)
+
+
 @pytest.fixture(scope="module")
-def queue_of_one():
-    """A server that admits one request at a time (--max-queue 1)."""
-    with serve_in_subprocess(args=("--max-queue", "1")) as app:
+def no_waiting():
+    """One request in progress at a time, and beyond it a refusal at once (--queue-wait-s 0)."""
+    with serve_in_subprocess(args=("--max-queue", "1", "--queue-wait-s", "0")) as app:
         yield app
 
 
-def test_full_queue_answers_503_with_retry_after_at_once(queue_of_one, images):
+@pytest.fixture(scope="module")
+def short_wait():
+    """Two requests in progress at most; the others wait up to 1 s for a slot."""
+    with serve_in_subprocess(args=("--max-queue", "2", "--queue-wait-s", "1")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def queue_of_one():
+    """One request in progress at a time; the next waits up to 60 s for the slot."""
+    with serve_in_subprocess(args=("--max-queue", "1", "--queue-wait-s", "60")) as app:
+        yield app
+
+
+def test_full_queue_answers_503_with_retry_after_at_once(no_waiting, images):
     data = images[0][1]
     # A request whose body is half sent holds the only slot (bodies are read inside admission,
     # which bounds the memory they take).
-    holder = half_sent_body(queue_of_one, data)
-    with holder, httpx.Client(base_url=queue_of_one.url, timeout=60) as c:
-        while c.get("/health/ready").json()["batching"]["in_progress"] == 0:
-            time.sleep(0.05)  # until the server has admitted the held request
+    holder = half_sent_body(no_waiting, data)
+    with holder, httpx.Client(base_url=no_waiting.url, timeout=60) as c:
+        wait_until(no_waiting, "in_progress", 1)  # the server has admitted the held request
         refused = c.post("/predict", content=data)
         assert_error(refused, 503, "at capacity")
         assert refused.headers["retry-after"] == "1"
@@ -258,17 +291,81 @@ def test_full_queue_answers_503_with_retry_after_at_once(queue_of_one, images):
         assert c.post("/predict", content=data).status_code == 200  # the slot is free again
 
 
-def test_sigterm_finishes_requests_in_flight(queue_of_one, images):
+def test_request_beyond_max_queue_waits_for_a_slot_and_is_served(queue_of_one, images):
+    (_, pizza), (_, steak) = images[0], images[4]
+    holder = half_sent_body(queue_of_one, pizza)
+    with holder, ThreadPoolExecutor(1) as pool:
+        wait_until(queue_of_one, "in_progress", 1)
+        waiter = pool.submit(post_raw, queue_of_one, steak)
+        wait_until(queue_of_one, "waiting", 1)  # it waits for the slot instead of a 503
+        holder.sendall(pizza[1000:])
+        assert b'"label":"pizza"' in read_all(holder)
+        answer = waiter.result(timeout=120)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"label":"steak"' in answer
+    counters = batching_counters(queue_of_one)
+    assert counters["waited"] >= 1 and counters["refused"] == 0
+    assert counters["in_progress"] == counters["waiting"] == 0  # every slot came back
+
+
+def test_request_that_waited_past_the_budget_gets_503_with_retry_after(short_wait, images):
     data = images[0][1]
-    in_flight = half_sent_body(queue_of_one, data)
-    with in_flight:
-        with httpx.Client(base_url=queue_of_one.url, timeout=60) as c:
-            while c.get("/health/ready").json()["batching"]["in_progress"] == 0:
-                time.sleep(0.05)  # until the server has admitted it
+    holders = [half_sent_body(short_wait, data) for _ in range(2)]  # both slots, held until the 503 came
+    with httpx.Client(base_url=short_wait.url, timeout=60) as c:
+        wait_until(short_wait, "in_progress", 2)
+        refused = c.post("/predict", content=data)
+        assert_error(refused, 503, "none freed within 1 s")
+        assert refused.headers["retry-after"] == "1"
+        assert c.get("/health/live").status_code == 200
+        assert batching_counters(short_wait)["refused"] >= 1
+        for holder in holders:
+            with holder:
+                holder.sendall(data[1000:])
+                assert b'"label":"pizza"' in read_all(holder)
+
+
+def test_clients_that_never_back_off_get_only_200_or_503_and_liveness_answers(short_wait, images):
+    """A burst of 60 keep-alive connections (30 times --max-queue), each posting 3 photos back to back
+    and ignoring Retry-After: every answer is a prediction or a 503 with Retry-After (no reset, no
+    500, no timeout), /health/live answers throughout, and every slot comes back."""
+    def client(k: int) -> list[httpx.Response]:
+        with httpx.Client(base_url=short_wait.url, timeout=120) as c:
+            return [c.post("/predict", content=images[(k + i) % len(images)][1]) for i in range(3)]
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        burst = [pool.submit(client, k) for k in range(60)]
+        with httpx.Client(base_url=short_wait.url, timeout=60) as c:
+            probes = 0
+            while probes == 0 or not all(f.done() for f in burst):
+                assert c.get("/health/live").status_code == 200
+                probes += 1
+                time.sleep(0.2)
+        answers = [response for f in burst for response in f.result()]
+    assert len(answers) == 180 and {r.status_code for r in answers} <= {200, 503}
+    for r in answers:
+        if r.status_code == 200:
+            assert r.json()["label"] in CLASSES
+        else:
+            assert_error(r, 503, "at capacity")
+            assert r.headers["retry-after"] == "1"
+    assert any(r.status_code == 200 for r in answers)
+    counters = batching_counters(short_wait)
+    assert counters["in_progress"] == counters["waiting"] == 0
+
+
+def test_sigterm_finishes_requests_in_flight(queue_of_one, images):
+    """After SIGTERM both the request in progress and the one waiting for its slot are answered."""
+    (_, pizza), (_, steak) = images[0], images[4]
+    in_flight = half_sent_body(queue_of_one, pizza)
+    with in_flight, ThreadPoolExecutor(1) as pool:
+        wait_until(queue_of_one, "in_progress", 1)  # the server has admitted it
+        waiting = pool.submit(post_raw, queue_of_one, steak)
+        wait_until(queue_of_one, "waiting", 1)
         queue_of_one.proc.send_signal(signal.SIGTERM)
-        in_flight.sendall(data[1000:])  # the rest of the body arrives after SIGTERM
+        in_flight.sendall(pizza[1000:])  # the rest of the body arrives after SIGTERM
         answer = read_all(in_flight)
+        waited = waiting.result(timeout=120)
     assert answer.startswith(b"HTTP/1.1 200") and b'"label":"pizza"' in answer
+    assert waited.startswith(b"HTTP/1.1 200") and b'"label":"steak"' in waited
     # uvicorn shuts down cleanly, then re-raises SIGTERM so the exit status says what stopped it.
     assert queue_of_one.proc.wait(timeout=60) == -signal.SIGTERM
     with pytest.raises(httpx.TransportError):  # and it is gone

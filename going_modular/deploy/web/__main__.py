@@ -13,8 +13,9 @@ when saturated; GET /health/ready (model, runtime and bundle loaded, batching co
 points to the docs (/docs and /redoc work offline) and the schema (/openapi.json).
 
 Under load, concurrent requests share forward passes (--max-batch, --max-wait-ms); beyond
---max-queue requests in progress the answer is an immediate 503 with Retry-After, and a request
-not answered within --deadline-s gets a 503 too. Every error body is {"detail": "..."}.
+--max-queue requests in progress a request waits up to --queue-wait-s for a slot, then gets a
+503 with Retry-After, and a request not answered within --deadline-s gets a 503 too.
+Every error body is {"detail": "..."}.
 SIGTERM stops accepting connections and finishes the requests in flight before exiting.
 """
 from __future__ import annotations
@@ -45,7 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     batching.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                           help="longest a batch waits for requests that are still preprocessing")
     batching.add_argument("--max-queue", type=int, default=d.max_queue,
-                          help="requests in progress per worker; beyond it: immediate 503 + Retry-After")
+                          help="requests in progress per worker; beyond it a request waits (--queue-wait-s)")
+    batching.add_argument("--queue-wait-s", type=float, default=d.queue_wait_s,
+                          help="longest a request beyond --max-queue waits for a slot, then 503 + Retry-After "
+                               "(0: at once)")
     batching.add_argument("--deadline-s", type=float, default=d.deadline_s,
                           help="a request not answered this long after its body arrived gets 503")
     limits = parser.add_argument_group("request and connection limits")

@@ -6,8 +6,9 @@ when saturated; GET /health/ready (model, runtime and bundle loaded, batching co
 points to the docs (/docs and /redoc work offline) and the schema (/openapi.json).
 
 Concurrent requests share forward passes (batching.MicroBatcher); beyond max_queue requests in
-progress the answer is an immediate 503 with Retry-After, and a request not answered within
-deadline_s gets a 503 too. Every error body is {"detail": "..."} (schema.Error).
+progress a request waits up to queue_wait_s for a slot (admission.Admission), then gets a 503 with
+Retry-After, and a request not answered within deadline_s gets a 503 too.
+Every error body is {"detail": "..."} (schema.Error).
 `python -m going_modular.deploy.web` (web/__main__.py) runs it under uvicorn.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from going_modular.deploy.image import InvalidImageError
 from going_modular.deploy.predictor import Predictor, predictor_from_args
-from going_modular.deploy.web.batching import MicroBatcher, Overloaded
+from going_modular.deploy.web.admission import Admission, Overloaded
+from going_modular.deploy.web.batching import MicroBatcher
 from going_modular.deploy.web.guards import AllowedHosts, BodyGuard
 from going_modular.deploy.web.schema import (
     IMAGE_BODY_DOC,
@@ -117,7 +119,8 @@ class Service:
 
     def __init__(self, predictor: Predictor, settings: Settings):
         self.predictor, self.settings = predictor, settings
-        self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+        self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms)
+        self.admission = Admission(settings.max_queue, settings.queue_wait_s)
 
     async def predict_one(self, data: bytes, top_k: int | None) -> dict:
         start = time.perf_counter()
@@ -146,7 +149,8 @@ class Service:
         p = self.predictor
         return {"status": "ready", "model": p.arch, "runtime": p.runtime, "classes": p.class_names,
                 "bundle": str(p.path), "pid": os.getpid(),
-                "batching": {**self.batcher.stats, "in_progress": self.batcher.admitted,
+                "batching": {**self.batcher.stats, "in_progress": self.admission.admitted,
+                             "waiting": self.admission.waiting, **self.admission.stats,
                              "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,
                              "max_wait_ms": self.settings.max_wait_ms}}
 
@@ -219,7 +223,7 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
     async def predict(request: Request,
                       top_k: int | None = Query(None, ge=1, description="keep the top k probs")) -> dict:
         """One image (multipart field `file`, or the raw body) -> {label, prob, probs, seconds}."""
-        with service.batcher.admit():
+        async with service.admission.slot():
             data = await read_upload(request)
             return await service.within_deadline(service.predict_one(data, top_k))
 
@@ -228,7 +232,7 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
     async def predict_batch(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
         """Several images (multipart fields `files`), batched with everyone else's. Each result is a
         prediction or {"filename", "error"}, so one bad file does not fail the others."""
-        with service.batcher.admit():
+        async with service.admission.slot():
             files = await read_batch_uploads(request, settings.max_batch_files)
             megapixels = sum(decoded_megapixels(data, getattr(predictor, "resize", 512)) for _, data in files)
             if megapixels > settings.batch_megapixels:

@@ -7,9 +7,7 @@ to `max_batch`). A lone request therefore runs at once; the loop only waits (at 
 `max_wait_ms`) when the batch is not full and other admitted requests are still preprocessing,
 i.e. when there is something worth waiting for.
 
-Admission control lives here too: `admit()` counts requests in the system and refuses
-(`Overloaded`) beyond `max_queue`, so an overloaded server answers at once instead of queueing
-without bound.
+Admission control (how many requests may be in progress) is admission.Admission.
 """
 from __future__ import annotations
 
@@ -17,23 +15,17 @@ import asyncio
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
-
-
-class Overloaded(Exception):
-    """The server already holds `max_queue` requests: the caller should answer 503 + Retry-After."""
+from typing import Callable, Sequence
 
 
 class MicroBatcher:
     """Gathers preprocessed items into batches for `forward(items) -> rows` (one pass per batch)."""
 
-    def __init__(self, forward: Callable[[list], Sequence], max_batch: int, max_wait_ms: float, max_queue: int,
+    def __init__(self, forward: Callable[[list], Sequence], max_batch: int, max_wait_ms: float,
                  prepare_threads: int | None = None):
         """The limits have one home, settings.Settings (the CLI defaults); they are passed in, never defaulted here."""
         self.forward = forward
-        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
-        self.admitted = 0  # requests between admit() and their answer
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.preparing = 0  # items decoding right now: they will join a batch soon
         self.stats = {"batches": 0, "images": 0, "largest_batch": 0}
         self._waiting: deque[tuple[object, asyncio.Future]] = deque()
@@ -51,16 +43,6 @@ class MicroBatcher:
             self._loop_task.cancel()
         self._prepare_pool.shutdown(wait=True)
         self._forward_pool.shutdown(wait=True)
-
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        if self.admitted >= self.max_queue:
-            raise Overloaded(f"The server is at capacity ({self.max_queue} requests in progress).")
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
 
     async def prepare(self, fn: Callable, *args):
         """Run the CPU-bound `fn(*args)` (decode + preprocess) in the preprocessing pool."""

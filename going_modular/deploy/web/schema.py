@@ -71,8 +71,8 @@ UPLOAD_ERRORS = {
     413: error_doc("Body over --max-body-mb, or images over the request's pixel budget."),
     415: error_doc("Not an image format we read, or not the expected content type."),
     422: error_doc("Damaged or oversized image, missing field or invalid query parameter."),
-    503: error_doc("At capacity (--max-queue), past the deadline (--deadline-s) or out of memory: retry "
-                   "after Retry-After seconds.", retry=True),
+    503: error_doc("At capacity (no slot of --max-queue freed within --queue-wait-s), past the deadline "
+                   "(--deadline-s) or out of memory: retry after Retry-After seconds.", retry=True),
 }
 BINARY = {"type": "string", "format": "binary", "minLength": 1}  # an empty upload is a 400
 IMAGE_CONTENT = {"schema": BINARY}

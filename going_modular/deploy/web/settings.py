@@ -17,7 +17,8 @@ class Settings:
     batch_megapixels: float = 100.0  # pixels decoded for one /predict/batch request, all files together
     max_batch: int = 32  # images in one forward pass
     max_wait_ms: float = 5.0  # longest a batch waits for requests still preprocessing
-    max_queue: int = 32  # requests in progress (reading, preprocessing, queued, in a pass); beyond: 503
+    max_queue: int = 32  # requests in progress (reading, preprocessing, queued, in a pass); beyond: wait
+    queue_wait_s: float = 1.0  # longest a request beyond max_queue waits for a slot; then 503 (admission.py)
     deadline_s: float = 10.0  # from a complete body to the answer; beyond: 503
     body_timeout_s: float = 30.0  # to receive a whole request body; beyond: 408
     header_timeout_s: float = 10.0  # to send a complete request head after connecting or a response
