@@ -1,6 +1,7 @@
 # FoodVision: one command to set up and run each job on a fresh machine.
 #   make demo   - install the demo's own requirements (no torch), then serve FoodVision Mini on http://127.0.0.1:7860
-#   make test   - install everything (plus headless Chromium for the browser test), then run all tests and notebooks
+#   make test   - install everything (plus headless Chromium for the browser test and redis-server for the
+#                 event-stream tests), then run all tests and notebooks
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,9 +13,9 @@ ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
 export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: setup demo test browser
+.PHONY: setup demo test browser redis
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed redis
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ demo: $(DEMO_VENV)/.installed
 # The browser test drives Debian's Chromium (never a downloaded browser build).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+# The event-stream tests start their own Debian redis-server (never a downloaded build).
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 test: setup browser
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ Nothing here imports torch: a Space or a server needs onnxruntime, numpy and Pil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -106,3 +107,21 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     if not names or len(set(names)) != len(names):
         raise BundleError(f"{path}: expected unique class names, one per line")
     return names
+
+
+# --- the model's id: which model made a result -------------------------------------------------
+MODEL_ID_HEX = 12
+
+
+def model_id(path: str | os.PathLike) -> str:
+    """The id a result carries to say which model made it: the first 12 hex digits of the sha256 of
+    the model file's bytes (a bundle, or a .pth). Two files with the same id are the same model;
+    re-exporting changes it. 12 hex digits (48 bits) keep ids short and collisions negligible."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise BundleError(f"cannot read model file {path} ({e.strerror or type(e).__name__})") from e
+    return digest.hexdigest()[:MODEL_ID_HEX]

@@ -21,7 +21,7 @@ from going_modular.deploy.image import InvalidImageError
 # are user-facing too; they are matched by name so this module never imports torch.
 USER_ERRORS = (BundleError, InvalidImageError, ValueError, OSError)
 USER_ERROR_NAMES = {"DataError", "CheckpointError", "WeightsUnavailableError", "BatchError", "StreamError",
-                    "PackageError"}
+                    "PackageError", "RedisStreamError"}
 EXIT_USAGE = 2
 
 

@@ -13,6 +13,10 @@ Every produced frame becomes exactly one JSON line: a prediction, an error, or a
 
 Other video formats: convert first, e.g. `ffmpeg -i clip.mp4 -q:v 3 -f mjpeg clip.mjpeg`
 (or `ffmpeg -i clip.mp4 frames/%06d.jpg`); MJPEG needs no video decoder beyond Pillow.
+
+Events instead of frames (a Redis Streams consumer group: acks, retries, dead letter, scale-out):
+`--source redis://HOST:PORT/DB` and `python -m going_modular.deploy.stream publish`, in
+deploy/redis_stream.py.
 """
 from __future__ import annotations
 
@@ -384,7 +388,9 @@ class JsonLinesWriter:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="folder of frames, .mjpeg/.mjpg file, or '-' for stdin")
+    parser.add_argument("--source", required=True,
+                        help="folder of frames, .mjpeg/.mjpg file, '-' for stdin, or redis://HOST:PORT/DB for an "
+                             "event stream (`--source redis://... --help`; deploy/redis_stream.py)")
     parser.add_argument("--output", default="-", help="JSON lines file ('-' = stdout)")
     parser.add_argument("--fps", type=float, default=30.0, help="source frame rate to replay at (0 = unpaced)")
     parser.add_argument("--queue-size", type=int, default=4, help="frames that may wait for the model")
@@ -397,6 +403,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # --- Redis Streams event source (deploy/redis_stream.py): `--source redis://...` and `publish` ---
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from going_modular.deploy import redis_stream
+
+    if redis_stream.handles(argv):
+        return redis_stream.main(argv)
+    # --- end of the Redis hook ---
     args = get_args_parser().parse_args(argv)
     if args.fps < 0 or args.queue_size < 1 or args.top_k < 1 or args.max_frame_mb <= 0:
         raise ValueError("--fps must be >= 0, --queue-size and --top-k >= 1, --max-frame-mb > 0")
