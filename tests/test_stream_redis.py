@@ -232,3 +232,35 @@ def test_malformed_messages_are_error_results_and_sigterm_drains(redis, photo_di
         assert phrase in entry["error"] and entry["label"] == entry["prob"] == "", (name, entry)
     assert not any(results[i]["error"] for i in good_ids)
     assert client.xlen(f"{stream}:dead") == 0 and pending(client, stream, GROUP) == 0
+
+
+def test_restarted_consumer_finishes_its_own_pending_first(redis, photo_dir, tmp_path):
+    """SIGKILL, then a restart under the same name: it scores what it held before anything new, and
+    without waiting for --claim-idle-ms (no other consumer could have taken those messages yet)."""
+    stream = "own:photos"
+    client = redis.client()
+    ids = publish(client, stream, sorted(photo_dir.rglob("*.jpg"))[:60])
+    never_claims = ("--claim-idle-ms", "600000")
+    first = ConsumerProcess(redis.url, "o", ("--input-stream", stream, "--output-stream", f"{stream}:out",
+                                              "--create-group", "--threads", "1", *never_claims), log_dir=tmp_path)
+    try:
+        wait_for(lambda: pending(client, stream, GROUP) and client.xlen(f"{stream}:out") >= 8, 120, "work in hand")
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.close()
+    held = {m["message_id"].decode() for m in client.xpending_range(stream, GROUP, "-", "+", 100, "o")}
+    assert held and len(held) <= 16  # --max-in-flight bounds what a consumer holds
+    before = client.xlen(f"{stream}:out")
+    again = ConsumerProcess(redis.url, "o", ("--input-stream", stream, "--output-stream", f"{stream}:out",
+                                              "--threads", "1", "--until-drained", *never_claims), log_dir=tmp_path)
+    try:
+        assert again.wait(120) == 0, again.log()
+    finally:
+        again.close()
+    assert f", {len(held)} taken over" in again.log(), again.log()
+    written = [fields[b"source_id"].decode() for _, fields in client.xrange(f"{stream}:out")]
+    assert set(written[before:before + len(held)]) == held  # its own pending came first
+    results = read_results(client, f"{stream}:out")
+    assert set(results) == set(ids) and client.xlen(f"{stream}:out") == len(ids)
+    assert pending(client, stream, GROUP) == 0
