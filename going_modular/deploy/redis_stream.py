@@ -264,9 +264,10 @@ class Consumer:
         if cfg.create_group:
             try:  # from the stream's start: photos published before the group existed are scored too
                 self.call(lambda: self.client.xgroup_create(cfg.input_stream, cfg.group, id="0", mkstream=True))
-            except self.response_error as e:
+            except self.response_error as e:  # BUSYGROUP: it exists already, fine
                 if "BUSYGROUP" not in str(e):
-                    raise
+                    raise RedisStreamError(f"cannot create group {cfg.group!r} on {cfg.input_stream!r}: "
+                                           f"{one_line(e)}") from e
             return
         try:
             groups = self.call(lambda: self.client.xinfo_groups(cfg.input_stream))
@@ -387,7 +388,7 @@ class Consumer:
                 elif self.cfg.until_drained and self.drained():
                     break
         except Stopped:
-            self.log("stopping while Redis is unreachable: the messages in hand stay pending and are "
+            self.log("stopped while Redis was unreachable: any messages in hand stay pending and are "
                      "delivered again")
         self.stats.seconds = round(time.perf_counter() - start, 3)
         return self.stats
@@ -474,8 +475,8 @@ def publish_main(argv: list[str]) -> int:
 
     try:
         ids = publish(client, args.stream, args.paths, as_uri=args.as_uri)
-    except redis.ConnectionError as e:
-        raise RedisStreamError(f"cannot publish to {args.to}: {one_line(e)}") from e
+    except redis.RedisError as e:  # unreachable, or the stream's name holds something else (WRONGTYPE)
+        raise RedisStreamError(f"cannot publish to {args.stream} on {args.to}: {one_line(e)}") from e
     print(f"published {len(ids)} messages to {args.stream} ({ids[0]} .. {ids[-1]})" if ids else "published nothing")
     return 0
 
