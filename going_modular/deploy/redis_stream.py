@@ -284,10 +284,13 @@ class Consumer:
             reply = self.call(lambda: self.client.xreadgroup(cfg.group, cfg.consumer, {cfg.input_stream: start},
                                                              count=count, block=block))
         except self.response_error as e:
-            if "NOGROUP" not in str(e) or not cfg.create_group:
-                raise RedisStreamError(f"cannot read {cfg.input_stream!r} as group {cfg.group!r}: {one_line(e)} "
-                                       f"(a Redis restarted without persistence loses its groups; "
-                                       f"--create-group re-creates it)") from e
+            if "NOGROUP" not in str(e):
+                raise RedisStreamError(f"cannot read {cfg.input_stream!r} as group {cfg.group!r}: "
+                                       f"{one_line(e)}") from e
+            if not cfg.create_group:
+                raise RedisStreamError(f"group {cfg.group!r} of {cfg.input_stream!r} is gone (a Redis restarted "
+                                       f"without persistence loses its groups); --create-group re-creates "
+                                       f"it") from e
             self.log(f"group {cfg.group!r} is gone (Redis lost its data?); re-creating it")
             self.ensure_group()
             return []
