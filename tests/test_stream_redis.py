@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,9 +79,6 @@ def test_cli_dispatch():
 def test_600_photos_two_consumers_one_killed_each_scored_once(redis, photo_dir, predictor, tmp_path):
     """Two consumers share the group; one is SIGKILLed half-way; the other takes over what it held:
     every photo has exactly one result, with the local engine's label, and nothing is left pending."""
-    import subprocess
-    import sys
-
     stream = "t600:photos"
     published = subprocess.run([sys.executable, "-m", "going_modular.deploy.stream", "publish", "--to", redis.url,
                                 "--stream", stream, str(photo_dir)], capture_output=True, text=True, timeout=120)
@@ -164,8 +164,6 @@ def test_poison_message_goes_to_dead_letter_after_three_deliveries(redis, photo_
 def test_redis_stopped_mid_run_consumer_waits_and_resumes(photo_dir, tmp_path):
     """Redis stops (SIGTERM, as a restart does) while a consumer works and comes back 3 s later on the
     same port with its data: the consumer says so in one line, retries with backoff, resumes; nothing lost."""
-    import time
-
     need_redis()
     (tmp_path / "data").mkdir()
     server = RedisServer(tmp_path / "data").start()
