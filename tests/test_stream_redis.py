@@ -203,10 +203,13 @@ def test_malformed_messages_are_error_results_and_sigterm_drains(redis, photo_di
            "not an image": ({"image": b"pizza, steak, sushi\n"}, "not an image we can read"),
            "truncated": ({"image": photo[: len(photo) // 3]}, "damaged or truncated"),
            "empty": ({"image": b""}, "empty"),
-           "missing file": ({"uri": str(tmp_path / "nowhere.jpg")}, "cannot be read: No such file or directory")}
+           "missing file": ({"uri": str(tmp_path / "nowhere.jpg")}, "cannot be read: No such file or directory"),
+           "missing file URI": ({"uri": (tmp_path / "nowhere.jpg").as_uri()}, "cannot be read: FileNotFoundError")}
     bad_ids = {client.xadd(stream, {"id": name, **fields}).decode(): (name, phrase)
                for name, (fields, phrase) in bad.items()}
     good_ids = publish(client, stream, sorted(photo_dir.rglob("*.jpg"))[:120])
+    by_uri = [client.xadd(stream, {"id": "by-uri", "uri": sorted(photo_dir.rglob("*.jpg"))[0].resolve().as_uri()})]
+    good_ids += [mid.decode() for mid in by_uri]  # a pyarrow file:// URI, read by the consumer
     first = consumer(redis, "s1", stream, tmp_path, "--max-frame-mb", "1")
     try:
         wait_for(lambda: client.xlen(f"{stream}:out") >= 16, 120, "the first results")
@@ -229,6 +232,9 @@ def test_malformed_messages_are_error_results_and_sigterm_drains(redis, photo_di
         entry = results[source_id]
         assert phrase in entry["error"] and entry["label"] == entry["prob"] == "", (name, entry)
     assert not any(results[i]["error"] for i in good_ids)
+    by_bytes, by_uri = results[good_ids[0]], results[good_ids[-1]]  # the same photo, sent both ways
+    assert (by_uri["label"], by_uri["prob"]) == (by_bytes["label"], by_bytes["prob"])
+    assert str(tmp_path) not in "".join(r["error"] for r in results.values())  # errors never name the machine's paths
     assert client.xlen(f"{stream}:dead") == 0 and pending(client, stream, GROUP) == 0
 
 

@@ -137,20 +137,23 @@ def too_large(limit_bytes: int) -> str:
 def read_uri(uri: str, max_bytes: int) -> bytes | str:
     """The bytes behind a message's `uri` (a path, or a URI pyarrow reads), or why they cannot be
     read, in words and without the machine's paths. Reads at most max_bytes + 1 bytes."""
-    try:
-        if "://" in uri:
-            try:
-                from pyarrow import fs
-            except ImportError:
-                return "Reading a 'uri' other than a path needs pyarrow (pip install pyarrow)."
+    if "://" in uri:
+        try:
+            from pyarrow import fs
+        except ImportError:
+            return "Reading a 'uri' other than a path needs pyarrow (pip install pyarrow)."
+        try:
             filesystem, path = fs.FileSystem.from_uri(uri)
             with filesystem.open_input_stream(path) as f:
                 data = f.read(max_bytes + 1)
-        else:
+        except (OSError, ValueError) as e:  # ArrowInvalid (a ValueError): a bad URI
+            return f"The file cannot be read: {type(e).__name__}."  # pyarrow's messages name the path
+    else:
+        try:
             with open(uri, "rb") as f:
                 data = f.read(max_bytes + 1)
-    except (OSError, ValueError) as e:  # pyarrow: OSError for I/O, ArrowInvalid (a ValueError) for a bad URI
-        return f"The file cannot be read: {getattr(e, 'strerror', None) or type(e).__name__}."
+        except OSError as e:
+            return f"The file cannot be read: {e.strerror or type(e).__name__}."
     if len(data) > max_bytes:
         return too_large(max_bytes)
     return data or "The file is empty."
