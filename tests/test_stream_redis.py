@@ -268,3 +268,12 @@ def test_restarted_consumer_finishes_its_own_pending_first(redis, photo_dir, tmp
     results = read_results(client, f"{stream}:out")
     assert set(results) == set(ids) and client.xlen(f"{stream}:out") == len(ids)
     assert pending(client, stream, GROUP) == 0
+
+
+def test_serving_wing_only_imports_redis_when_the_event_stream_runs():
+    """`deploy.stream` (and the Space, which ships deploy/) import neither torch nor the Redis client."""
+    code = ("import sys, going_modular.deploy.stream, going_modular.deploy.redis_stream; "
+            "print(sorted(m for m in ('torch', 'redis', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
