@@ -1,6 +1,7 @@
 # FoodVision: one command to set up and run each job on a fresh machine.
 #   make demo   - install the demo's own requirements (no torch), then serve FoodVision Mini on http://127.0.0.1:7860
-#   make test   - install everything (plus headless Chromium for the browser test), then run all tests and notebooks
+#   make test   - install everything (plus headless Chromium for the browser test and redis-server for the
+#                 event-stream tests), then run all tests and notebooks
 #   make bench-web - the web service under load: polite clients, then clients that never back off (wrk)
 PYTHON ?= python3
 VENV   := .venv
@@ -13,9 +14,9 @@ ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
 export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: setup demo test browser wrk bench-web
+.PHONY: setup demo test browser redis wrk bench-web
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed redis
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ bench-web: setup wrk
 	$(BIN)/python -m benchmarks.web_load
 	$(BIN)/python -m benchmarks.web_load --no-backoff
 	$(BIN)/python -m benchmarks.web_load --no-backoff --levels 32 200 --server-args "--workers 2 --threads 1"
+
+# The event-stream tests start their own Debian redis-server (never a downloaded build).
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 test: setup browser
 	$(BIN)/ruff check .

@@ -40,7 +40,7 @@ PACKAGES = {
     "requests": "requests", "gradio": "gradio", "gradio_client": "gradio_client", "fastapi": "fastapi",
     "fastapi_offline": "fastapi-offline", "uvicorn": "uvicorn", "python_multipart": "python-multipart",
     "httpx": "httpx", "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
-    "ray": "ray[data]", "skimage": "scikit-image",
+    "ray": "ray[data]", "redis": "redis", "skimage": "scikit-image",
 }
 
 CELL = '''\

@@ -6,6 +6,7 @@ The core, which every mode imports:
     predictor    the `Predictor` protocol, `OnnxPredictor`, `load_predictor` (one loader, every mode)
     errors       `UserError`, the base of every error a user can act on
     files        `write_atomic`, `sha256sum`
+    scoring      many images where any may be unreadable (batch and the event stream share it)
     cli          one command-line convention (`cli.run` maps UserError to one line, exit status 2)
 One package per mode, each importing only the core:
     web/         the web service (FastAPI): `python -m going_modular.deploy.web` (alias `.serve`)

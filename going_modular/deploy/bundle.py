@@ -70,7 +70,10 @@ def check_metadata(meta: dict, path: str | os.PathLike, num_outputs: int | None 
 def model_id(path: str | os.PathLike) -> str:
     """The bundle's identity in every answer and log line: the first MODEL_ID_CHARS hex digits of
     the sha256 of the file's bytes (a re-export, even of the same checkpoint, is another model)."""
-    return sha256sum(path)[:MODEL_ID_CHARS]
+    try:
+        return sha256sum(path)[:MODEL_ID_CHARS]
+    except OSError as e:
+        raise BundleError(f"cannot read model file {path} ({e.strerror or type(e).__name__})") from e
 
 
 def read_metadata(model_meta, path: str | os.PathLike) -> dict:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from going_modular.deploy.errors import UserError
 from going_modular.deploy.files import write_atomic
-from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError
-from going_modular.deploy.predictor import Predictor
+from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.scoring import find_images, one_line
 
 # The output's columns, in order; every other part of this module follows this list, so a new
 # column that predictors report (a key of their result dict) is a one-line change here.
@@ -102,16 +102,6 @@ def row_from_cells(cells: dict) -> dict:
 
 
 # --- the input --------------------------------------------------------------------------------
-
-def find_images(root: Path) -> list[Path]:
-    """Every image file under `root` (recursively), in a stable sorted order."""
-    if not root.is_dir():
-        raise BatchError(f"input folder not found: {root}")
-    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise BatchError(f"no images found under {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return images
-
 
 def image_names(root: Path) -> list[str]:
     """find_images as relative POSIX names: the keys of the output's `path` column."""
@@ -266,48 +256,12 @@ def result_row(name: str, result: dict) -> dict:
     return row
 
 
-def one_line(error: Exception) -> str:
-    return " ".join(str(error).split())  # fits a CSV cell or a log line
-
-
 def read_or_error(path: str | os.PathLike) -> bytes | str:
     """A file's bytes, or why it cannot be read (read_image_file's message)."""
     try:
         return read_image_file(path)
     except InvalidImageError as e:
         return one_line(e)
-
-
-def predict_each(predictor: Predictor, sources: list, top_k: int | None = None) -> list[dict]:
-    """Predict several images in one forward pass, where any of them may be unreadable.
-
-    The predictor's own predict_batch decodes and preprocesses, so rows are exactly what every
-    other mode answers for the same file. A batch holding a bad image is redone one image at a
-    time, so a bad file only costs its own entry ({"error": message}); that changes no other
-    row, as a prediction does not depend on the batch it ran in (the shipped int8 bundle gives
-    the same probabilities for an image alone and in a batch).
-    """
-    try:
-        return predictor.predict_batch(sources, top_k=top_k)
-    except InvalidImageError:
-        return [predict_or_error(predictor, source, top_k) for source in sources]
-
-
-def predict_or_error(predictor: Predictor, source, top_k: int | None = None) -> dict:
-    try:
-        return predictor.predict_batch([source], top_k=top_k)[0]
-    except InvalidImageError as e:
-        return {"error": one_line(e)}
-
-
-def score_sources(predictor: Predictor, sources: list[bytes | str]) -> list[dict]:
-    """Results for files read by read_or_error: their bytes are predicted, their read errors kept.
-    Both engines score a batch through this (the Ray actors too), so their rows cannot differ."""
-    readable = [i for i, source in enumerate(sources) if isinstance(source, bytes)]
-    results = {i: {"error": source} for i, source in enumerate(sources) if not isinstance(source, bytes)}
-    if readable:
-        results.update(zip(readable, predict_each(predictor, [sources[i] for i in readable]), strict=True))
-    return [results[i] for i in range(len(sources))]
 
 
 def run_job(names: list[str], output: str | Path, score: Callable[[list[str]], Iterator[list[dict]]],

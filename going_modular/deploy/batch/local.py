@@ -11,9 +11,9 @@ from going_modular.deploy.batch.job import (
     read_or_error,
     result_row,
     run_job,
-    score_sources,
 )
 from going_modular.deploy.predictor import Predictor
+from going_modular.deploy.scoring import score_sources
 
 
 def score_batch(predictor: Predictor, root: Path, names: list[str]) -> list[dict]:

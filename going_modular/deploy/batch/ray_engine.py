@@ -39,10 +39,10 @@ from going_modular.deploy.batch.job import (
     read_or_error,
     result_row,
     run_locked_job,
-    score_sources,
 )
 from going_modular.deploy.image import IMAGE_SUFFIXES
 from going_modular.deploy.predictor import load_predictor
+from going_modular.deploy.scoring import score_sources
 
 # The package folder Ray ships to cluster workers (going_modular/, three levels up from here).
 PACKAGE_DIR = Path(__file__).resolve().parents[2]

@@ -13,6 +13,9 @@ Every produced frame becomes exactly one JSON line: a prediction, an error, or a
 
 Other video formats: convert first, e.g. `ffmpeg -i clip.mp4 -q:v 3 -f mjpeg clip.mjpeg`
 (or `ffmpeg -i clip.mp4 frames/%06d.jpg`); MJPEG needs no video decoder beyond Pillow.
+
+Events instead of frames (a Redis Streams consumer group: acks, retries, dead letter, scale-out):
+`--source redis://HOST:PORT/DB` and `python -m going_modular.deploy.stream publish` (stream/events.py).
 """
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ import sys
 from going_modular.deploy import cli
 from going_modular.deploy.errors import UsageError
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
+from going_modular.deploy.stream import events
 from going_modular.deploy.stream.mjpeg import MAX_FRAME_MB
 from going_modular.deploy.stream.runtime import JsonLinesWriter, StreamError, open_source, run_stream
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="folder of frames, .mjpeg/.mjpg file, or '-' for stdin")
+    parser.add_argument("--source", required=True,
+                        help="folder of frames, .mjpeg/.mjpg file, '-' for stdin, or redis://HOST:PORT/DB for an "
+                             "event stream (`--source redis://... --help`; stream/events.py)")
     parser.add_argument("--output", default="-", help="JSON lines file ('-' = stdout)")
     parser.add_argument("--fps", type=float, default=30.0, help="source frame rate to replay at (0 = unpaced)")
     parser.add_argument("--queue-size", type=int, default=4, help="frames that may wait for the model")
@@ -41,6 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if events.handles(argv):  # `--source redis://...` or `publish`: the event stream has its own flags
+        return events.main(argv)
     args = get_args_parser().parse_args(argv)
     if args.fps < 0 or args.queue_size < 1 or args.top_k < 1 or args.max_frame_mb <= 0:
         raise UsageError("--fps must be >= 0, --queue-size and --top-k >= 1, --max-frame-mb > 0")

@@ -1,0 +1,63 @@
+"""Scoring many images where any may be unreadable: what the batch engines and the event stream share.
+
+A bad file costs only its own entry ({"error": message}), never its batch-mates', and every entry
+comes from the predictor's own `predict_batch`, so each mode answers exactly what the others do
+for the same image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from going_modular.deploy.errors import UserError
+from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError
+from going_modular.deploy.predictor import Predictor
+
+
+class ImageFolderError(UserError):
+    """A folder to score that does not exist or holds no images."""
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image file under `root` (recursively), in a stable sorted order."""
+    if not root.is_dir():
+        raise ImageFolderError(f"input folder not found: {root}")
+    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ImageFolderError(f"no images found under {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split())  # fits a CSV cell or a log line
+
+
+def predict_each(predictor: Predictor, sources: list, top_k: int | None = None) -> list[dict]:
+    """Predict several images in one forward pass, where any of them may be unreadable.
+
+    The predictor's own predict_batch decodes and preprocesses, so rows are exactly what every
+    other mode answers for the same file. A batch holding a bad image is redone one image at a
+    time, so a bad file only costs its own entry ({"error": message}); that changes no other
+    row, as a prediction does not depend on the batch it ran in (the shipped int8 bundle gives
+    the same probabilities for an image alone and in a batch).
+    """
+    try:
+        return predictor.predict_batch(sources, top_k=top_k)
+    except InvalidImageError:
+        return [predict_or_error(predictor, source, top_k) for source in sources]
+
+
+def predict_or_error(predictor: Predictor, source, top_k: int | None = None) -> dict:
+    try:
+        return predictor.predict_batch([source], top_k=top_k)[0]
+    except InvalidImageError as e:
+        return {"error": one_line(e)}
+
+
+def score_sources(predictor: Predictor, sources: list[bytes | str]) -> list[dict]:
+    """Results for files read by read_or_error: their bytes are predicted, their read errors kept.
+    Both engines score a batch through this (the Ray actors too), so their rows cannot differ."""
+    readable = [i for i, source in enumerate(sources) if isinstance(source, bytes)]
+    results = {i: {"error": source} for i, source in enumerate(sources) if not isinstance(source, bytes)}
+    if readable:
+        results.update(zip(readable, predict_each(predictor, [sources[i] for i in readable]), strict=True))
+    return [results[i] for i in range(len(sources))]
