@@ -18,3 +18,19 @@ BUNDLE = Path(__file__).resolve().parent / "foodvision_mini.int8.onnx"
 def load_predictor(bundle=BUNDLE):
     """The FoodVision Mini predictor (raises gradio_app.StartupError if it cannot be loaded)."""
     return gradio_app.load_predictor(bundle)
+
+
+def create_effnetb2_model(num_classes: int = 3, seed: int = 42):
+    """Lesson 09's `model.py` function, for the course's own app.py: `from model import create_effnetb2_model`.
+
+    This demo does not use it (it serves the int8 bundle above, without torch). It builds the course's
+    EfficientNet-B2 feature extractor with the repository's training wing, so torch is imported only
+    when it is called, never by the Space; it needs the repository's requirements.txt (torch) and,
+    offline, the ImageNet weights file its error names.
+    """
+    try:
+        from going_modular.model_builder import create_effnetb2_model as build
+    except ImportError as e:  # the Space: no torch, and only going_modular/deploy is packaged
+        raise ImportError(f"create_effnetb2_model needs torch and the repository's going_modular ({e}); "
+                          "this demo serves its bundle with load_predictor(), which needs neither") from e
+    return build(num_classes=num_classes, seed=seed)
