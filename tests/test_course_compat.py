@@ -95,6 +95,11 @@ def test_pred_and_store_the_course_way(trained, course_dirs):
                                 class_names=class_names, device="cpu")
     assert len(pred_dicts) == len(test_data_paths)
     assert set(pred_dicts[0]) == {"image_path", "class_name", "pred_prob", "pred_class", "time_for_pred", "correct"}
+    import pandas as pd  # sections 5.2-6: the list of dicts as a DataFrame
+
+    test_pred_df = pd.DataFrame(pred_dicts)
+    assert test_pred_df.correct.value_counts().sum() == len(test_data_paths)
+    assert round(test_pred_df.time_for_pred.mean(), 4) > 0
 
 
 @pytest.mark.parametrize("kind", ["pil", "tensor"])
