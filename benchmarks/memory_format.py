@@ -17,9 +17,9 @@ import sys
 import time
 
 import torch
+from PIL import Image
 
 from going_modular.deploy import cli
-from going_modular.export import input_spec
 from going_modular.model_builder import REGISTRY, create_model
 
 
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     print("| arch | NCHW ms | channels_last ms | speed-up | create_model uses |\n|---|---|---|---|---|")
     for name, arch in REGISTRY.items():
         model, transforms = create_model(name, num_classes=3, weights=None)
-        size = input_spec(transforms)["size"]
-        x = torch.rand(1, 3, size, size)
+        x = torch.rand_like(transforms(Image.new("RGB", (320, 240))).unsqueeze(0))  # the model's own input size
         nchw = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
         nhwc = model.eval().to(memory_format=torch.channels_last)
         nchw, nhwc = medians_ms([nchw, nhwc], x, runs)

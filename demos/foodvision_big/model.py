@@ -21,3 +21,10 @@ CLASS_NAMES = HERE / "class_names.txt"
 def load_predictor(bundle=BUNDLE, class_names_file=CLASS_NAMES):
     """The FoodVision Big predictor (raises gradio_app.StartupError if it cannot be loaded)."""
     return gradio_app.startup_predictor(bundle, class_names_file)
+
+
+def create_effnetb2_model(num_classes: int = 3, seed: int = 42):
+    """Lesson 09's builder, for the course's app.py (`from model import create_effnetb2_model`). torch is
+    imported only when it is called, so the Space stays torch-free (there, this is an ImportError: README.md)."""
+    from going_modular.model_builder import create_effnetb2_model as build  # the training wing: needs torch
+    return build(num_classes=num_classes, seed=seed)

@@ -29,10 +29,11 @@ THRESHOLD = 0.6
 predictor = load_predictor()
 
 
-def predict(image):
-    """An image (file path, PIL image or array) -> ({class: probability} top 3, seconds), as the
-    course's demos return. The page adds the verdict (and "not one of mine") on top of it."""
-    result = classify(predictor, image, top_k=TOP_K)
+def predict(img):
+    """The course's demo function: an image (file path, PIL image or array) -> (pred_labels_and_probs,
+    pred_time): {class: probability} for every class, highest first, and the seconds it took. A
+    gr.Label(num_top_classes=3) shows its top 3; this demo's page adds the verdict (and "not one of mine")."""
+    result = classify(predictor, img, top_k=None)
     return result["probs"], result["seconds"]
 
 

@@ -18,3 +18,10 @@ BUNDLE = Path(__file__).resolve().parent / "foodvision_mini.int8.onnx"
 def load_predictor(bundle=BUNDLE):
     """The FoodVision Mini predictor (raises gradio_app.StartupError if it cannot be loaded)."""
     return gradio_app.startup_predictor(bundle)
+
+
+def create_effnetb2_model(num_classes: int = 3, seed: int = 42):
+    """Lesson 09's builder, for the course's app.py (`from model import create_effnetb2_model`). torch is
+    imported only when it is called, so the Space stays torch-free (there, this is an ImportError: README.md)."""
+    from going_modular.model_builder import create_effnetb2_model as build  # the training wing: needs torch
+    return build(num_classes=num_classes, seed=seed)
