@@ -1,6 +1,7 @@
 # FoodVision: one command to set up and run each job on a fresh machine.
 #   make demo   - install the demo's own requirements (no torch), then serve FoodVision Mini on http://127.0.0.1:7860
 #   make test   - install everything (plus headless Chromium for the browser test), then run all tests and notebooks
+#   make nbval  - strict nbval on every notebook in full mode (the learner's run; minutes, not part of make test)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,15 @@ ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
 export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: setup demo test browser
+# Strict nbval: every output is compared with the committed one, after the regexes in the sanitizer file
+# (times, addresses, the fast-mode line); cells whose output is a run's result say NBVAL_IGNORE_OUTPUT.
+SANITIZE := notebooks/nbval_sanitize.cfg
+NBVAL_STRICT := --nbval --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider
+# The notebooks already clean under strict nbval (the others still run lax, in the first pytest line of test).
+STRICT_NOTEBOOKS := notebooks/00_setup.ipynb notebooks/01_data.ipynb notebooks/04_effnet_lite_feature_extractor.ipynb \
+	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb
+
+.PHONY: setup demo test browser nbval
 
 setup: $(VENV)/.installed
 
@@ -37,3 +46,7 @@ browser:
 test: setup browser
 	$(BIN)/ruff check .
 	FOODVISION_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	FOODVISION_FAST=1 $(BIN)/python -m pytest $(NBVAL_STRICT) $(STRICT_NOTEBOOKS)
+
+nbval: setup
+	$(BIN)/python -m pytest $(NBVAL_STRICT) notebooks
