@@ -1,4 +1,5 @@
-"""Settings the notebooks share: where things live and the fast (CI) mode.
+"""Settings the notebooks share: where things live and the fast (CI) mode; the committed stats of a
+full run and the deployment rule (notebook 06); the `check_...` helpers of the exercises.
 
 `FOODVISION_FAST=1` runs every notebook's real code path on a few batches for one epoch, so CI
 can execute all of them in minutes; without it you get the full learner run. Paths are relative
