@@ -3,6 +3,7 @@
 #   make test   - install everything (plus headless Chromium for the browser test and redis-server for the
 #                 event-stream tests), then run all tests and notebooks
 #   make bench-web - the web service under load: polite clients, then clients that never back off (wrk)
+#   make nbval  - strict nbval on every notebook in full mode (the learner's run; minutes, not part of make test)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,16 @@ ifneq ($(wildcard $(MIRROR)/pizza_steak_sushi_20_percent.zip),)
 export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: setup demo test browser redis wrk bench-web
+# Strict nbval: every output is compared with the committed one, after the regexes in the sanitizer file
+# (times, addresses, the fast-mode line); cells whose output is a run's result say NBVAL_IGNORE_OUTPUT.
+SANITIZE := notebooks/nbval_sanitize.cfg
+NBVAL_STRICT := --nbval --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider
+# The notebooks already clean under strict nbval: make test runs them strict (fast mode), the others and the
+# solutions lax; each notebook runs once.
+STRICT_NOTEBOOKS := notebooks/00_setup.ipynb notebooks/01_data.ipynb notebooks/04_effnet_lite_feature_extractor.ipynb \
+	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb
+
+.PHONY: setup demo test browser redis wrk bench-web nbval
 
 setup: $(VENV)/.installed redis
 
@@ -52,4 +62,8 @@ redis:
 
 test: setup browser
 	$(BIN)/ruff check .
-	FOODVISION_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	FOODVISION_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(addprefix --ignore=,$(STRICT_NOTEBOOKS))
+	FOODVISION_FAST=1 $(BIN)/python -m pytest $(NBVAL_STRICT) $(STRICT_NOTEBOOKS)
+
+nbval: setup
+	$(BIN)/python -m pytest $(NBVAL_STRICT) notebooks

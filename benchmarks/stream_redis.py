@@ -34,7 +34,7 @@ from benchmarks.options import add_data_args
 from benchmarks.tables import markdown_table
 from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
-from going_modular.deploy.batch_predict import score_folder
+from going_modular.deploy.batch.local import score_folder
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 from going_modular.deploy.stream.events import publish, read_results
 
