@@ -319,20 +319,41 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
 
 
 OPEN_SET_K = 10  # k-th nearest training image: robust to a few odd training photos
-# Training images kept for the distance: at most 40 per class and 200 in all (FoodVision Big:
-# 5 of each of its 34 dishes), so the bank adds at most 1 MB (fp32) to the bundle.
-OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES = 40, 200
+# Training images kept for the distance: at most 40 per class (Mini: 120) and 505 in all (Big: 5 of
+# each of its 101 dishes), so the bank adds at most 2.5 MB (fp32) to the bundle.
+OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES = 40, 505
 OPEN_SET_FOLDS = 5
 
 
-def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, batch_size: int = 32) -> torch.Tensor:
-    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does."""
-    feats = []
-    for i in range(0, len(images), batch_size):
-        pixels = [preprocess_pixels(p, spec) for p in images[i:i + batch_size]]
+def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, batch_size: int = 32,
+                      cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does.
+
+    cache_dir: features are kept there per image file, keyed by the architecture, its first weights
+    and the input spec, so exporting Big and Mini (whose other dishes are Big's photos) runs the
+    backbone once per photo."""
+    cache, path = {}, None
+    if cache_dir is not None:
+        first = next(wrapped.backbone.parameters()).detach().double().sum().item()
+        key = json.dumps({"arch": getattr(wrapped.backbone, "arch", ""), "weights": first, "input": spec})
+        path = Path(cache_dir) / f"export-features-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+            cache = dict(zip(saved["paths"], saved["features"], strict=True))
+    missing = [p for p in dict.fromkeys(str(p) for p in images) if p not in cache]
+    for i in range(0, len(missing), batch_size):
+        chunk = missing[i:i + batch_size]
+        pixels = [preprocess_pixels(p, spec) for p in chunk]
         with torch.inference_mode():
-            feats.append(wrapped.features(torch.from_numpy(np.stack(pixels))))
-    return torch.cat(feats)
+            cache.update(zip(chunk, wrapped.features(torch.from_numpy(np.stack(pixels))), strict=True))
+    if path is not None and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = sorted(cache)
+        _replace_atomically(lambda tmp: torch.save({"paths": names, "features": torch.stack([cache[n] for n in names])},
+                                                   tmp), path)
+    if not images:
+        raise data_setup.DataError("no images to compute features of")
+    return torch.stack([cache[str(p)] for p in images])
 
 
 def fit_reject(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-2) -> nn.Module:
@@ -406,24 +427,74 @@ def fit_open_set(known: torch.Tensor, known_labels: torch.Tensor, other: torch.T
     return scorer, info
 
 
+def menu_photos(folder: str | os.PathLike, class_names: list[str]) -> list[Path]:
+    """The clean photos of a calibration folder (FOLDER/<class>/*.jpg, every class one of the model's)."""
+    folder = Path(folder)
+    data_setup.check_image_folder(folder)
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if unknown := [c for c in classes if c not in class_names]:
+        raise data_setup.DataError(f"calibration photos {folder}: {', '.join(unknown)} is not a class of the model "
+                                   f"({len(class_names)} classes: {', '.join(class_names[:5])}...)")
+    return [p for p in sorted(folder.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def flag_threshold(scores: torch.Tensor, flag_rate: float) -> float:
+    """The smallest threshold that flags (score > threshold) at most `flag_rate` of `scores`."""
+    allowed = int(flag_rate * len(scores) + 1e-9)
+    return float(torch.sort(scores, descending=True).values[min(allowed, len(scores) - 1)])
+
+
+def calibrate_open_set(scorer: OpenSetScore, info: dict, menu: torch.Tensor, flag_rate: float = 0.05) -> None:
+    """Set the scorer's thresholds on the features of clean photos of the known classes (not
+    training photos: Food-101's are deliberately uncleaned, so a share of them look like other
+    dishes and cross-validating on them set the threshold too conservatively). The distance
+    threshold flags 1% of them; the reject threshold spends the rest of `flag_rate`."""
+    distance = scorer.distance(menu)
+    scorer.distance_threshold = flag_threshold(distance, 0.01)
+    if scorer.reject is not None:
+        with torch.no_grad():
+            reject = scorer.reject_prob(menu)
+        by_distance = distance > scorer.distance_threshold
+        budget = int(flag_rate * len(menu) + 1e-9) - int(by_distance.sum())
+        rest = reject[~by_distance]
+        scorer.reject_threshold = flag_threshold(rest, budget / len(rest)) if budget > 0 else float(rest.max())
+    info.update({"distance_threshold": round(scorer.distance_threshold, 6),
+                 "reject_threshold": round(scorer.reject_threshold, 6) if scorer.reject is not None else None})
+
+
 def build_open_set(model: nn.Module, spec: dict, class_names: list[str], data: dict, other_root: str | None,
-                   log=print) -> tuple[OpenSetScore, dict]:
+                   log=print, calibration_photos: str | None = None,
+                   feature_cache: str | None = None) -> tuple[OpenSetScore, dict]:
     """The open-set scorer from the training images of `data` and, from `other_root` (a Food-101
-    root), the training images of dishes that are not in `class_names`."""
+    root), the training images of dishes that are not in `class_names`; its thresholds come from
+    `calibration_photos` (clean photos of the known classes) when given, else cross-validation."""
     wrapped = PixelsToLogits(model, spec["mean"], spec["std"]).eval()
     train = labelled_images(data, "train")
     other = [(p, n) for p, n in labelled_images({"food101_root": other_root}, "train")] if other_root else []
     other = [(p, n) for p, n in other if n not in class_names]
     other_names = sorted({n for _, n in other})
+    menu = menu_photos(calibration_photos, class_names) if calibration_photos else []
     log(f"[export] open set: features of {len(train)} training images and {len(other)} of "
         f"{len(other_names)} other dishes")
-    known = training_features(wrapped, [p for p, _ in train], spec)
+    known = training_features(wrapped, [p for p, _ in train], spec, cache_dir=feature_cache)
     known_labels = torch.tensor([class_names.index(n) for _, n in train])
-    others = training_features(wrapped, [p for p, _ in other], spec) if other else known[:0]
+    others = training_features(wrapped, [p for p, _ in other], spec, cache_dir=feature_cache) if other else known[:0]
     other_labels = torch.tensor([other_names.index(n) for _, n in other], dtype=torch.long)
     scorer, info = fit_open_set(known, known_labels, others, other_labels)
     info["other_root"] = Path(other_root).name if other_root else None
+    if menu:
+        calibrate_open_set(scorer, info, training_features(wrapped, menu, spec))
+        info["calibration_photos"] = {"folder": Path(calibration_photos).name, "images": len(menu)}
     return scorer, info
+
+
+def calibrate_bundle_threshold(bundle: OnnxPredictor, photos: list[Path], flag_rate: float = 0.05) -> dict:
+    """The bundle's own threshold: at most `flag_rate` of the clean calibration photos flagged by
+    the int8 graph itself (its features differ slightly from the fp32 ones the scorer was fitted on)."""
+    scores = np.concatenate([bundle.scores([bundle.preprocess(p) for p in photos[i:i + 32]])[1]
+                             for i in range(0, len(photos), 32)])
+    threshold = flag_threshold(torch.from_numpy(scores), flag_rate)
+    return {"threshold": threshold, "flagged": round(float((scores > threshold).mean()), 4)}
 
 
 def sha256sum(path: Path) -> str:
@@ -432,12 +503,16 @@ def sha256sum(path: Path) -> str:
 
 def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "int8",
                   data: dict | None = None, num_calibration: int = 100, seed: int = 42,
-                  opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print) -> dict:
+                  opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print,
+                  calibration_photos: str | None = None, feature_cache: str | None = None) -> dict:
     """Checkpoint -> bundle at `out`. Returns the bundle's metadata (also stored inside it).
 
     data: {"data": course dataset name or ImageFolder root, "data_dir": ...} or {"food101_root": ...};
     default: what the checkpoint was trained on. other_dishes: a Food-101 root whose training
     images of classes the model does not know teach the open-set score what "another dish" looks like.
+    calibration_photos: a folder of clean photos of the known classes (FOLDER/<class>/*.jpg), used
+    for nothing else: the open-set threshold flags at most 5% of them (default: cross-validation
+    on the training photos). feature_cache: a folder keeping the open set's backbone features.
     """
     import onnxruntime
 
@@ -452,6 +527,11 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
         raise data_setup.DataError(f"{checkpoint} does not record its training data: pass --data or --food101-root")
     spec = input_spec(transform)
     test = labelled_images(data, "test")
+    if unknown := sorted({name for _, name in test} - set(ckpt["class_names"])):
+        raise data_setup.DataError(
+            f"{checkpoint} knows {len(ckpt['class_names'])} classes but its test data have "
+            f"{len({name for _, name in test})}: {len(unknown)} it was not trained on ({', '.join(unknown[:3])}...); "
+            f"export it with the data it was trained on")
     meta = {"format": BUNDLE_FORMAT, "arch": arch, "class_names": list(ckpt["class_names"]), "precision": precision,
             "input": spec, "source": {"checkpoint": checkpoint.name, "sha256": sha256sum(checkpoint)},
             "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
@@ -459,7 +539,8 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
     fp32 = out.with_name(f"{out.name}.{os.getpid()}.fp32.tmp")
     staged = out.with_name(f"{out.name}.{os.getpid()}.staged.tmp")
     try:
-        open_set, meta["open_set"] = build_open_set(model, spec, meta["class_names"], data, other_dishes, log)
+        open_set, meta["open_set"] = build_open_set(model, spec, meta["class_names"], data, other_dishes, log,
+                                                    calibration_photos, feature_cache)
         cv = meta["open_set"]["cross_validated"]
         others = f", {cv['other_flagged']:.1%} of other dishes" if cv["other_flagged"] is not None else ""
         log(f"[export] open set (cross-validated on training images): {cv['known_flagged']:.1%} of known-class "
@@ -478,6 +559,13 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
             quantize_int8(fp32, staged, calibration, spec)
             meta["calibration"] = {"images": len(calibration), "seed": seed, "method": "minmax"}
         write_metadata(staged, meta)
+        if calibration_photos:
+            menu = menu_photos(calibration_photos, meta["class_names"])
+            meta["open_set"]["calibration_photos"].update(calibrate_bundle_threshold(OnnxPredictor(staged), menu))
+            meta["open_set"]["threshold"] = meta["open_set"]["calibration_photos"]["threshold"]
+            log(f"[export] open-set threshold {meta['open_set']['threshold']:.4f}: "
+                f"{meta['open_set']['calibration_photos']['flagged']:.1%} of {len(menu)} calibration photos flagged")
+            write_metadata(staged, meta)
         log(f"[export] measuring the bundle on {len(test)} test images")
         meta["metrics"] = measure(OnnxPredictor(staged), model, transform, test)
         write_metadata(staged, meta)
@@ -504,6 +592,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--other-dishes", default=None,
                    help="a Food-101-layout root: its training photos of dishes the model does not know teach "
                         "the open-set score (e.g. ../shared/data/food101_34 for FoodVision Mini)")
+    p.add_argument("--calibration-photos", default=None,
+                   help="a folder of clean photos of the model's classes (FOLDER/<class>/*.jpg, e.g. "
+                        "../shared/data/menu_calibration): the open-set threshold flags at most 5%% of them")
+    p.add_argument("--feature-cache", default=None,
+                   help="folder keeping the open set's backbone features between exports (e.g. models/features)")
     p.add_argument("--num-calibration", type=int, default=100, help="real training images that calibrate int8")
     p.add_argument("--seed", type=int, default=42, help="seed of the calibration sample")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -520,7 +613,8 @@ def main(argv=None) -> dict:
         data = {"data": args.data, "data_dir": args.data_dir}
     try:
         return export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset,
-                             args.other_dishes)
+                             args.other_dishes, calibration_photos=args.calibration_photos,
+                             feature_cache=args.feature_cache)
     except (CheckpointError, BundleError, data_setup.DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
