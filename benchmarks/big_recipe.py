@@ -99,27 +99,41 @@ def build_bundle(checkpoint: Path, root: Path, out: Path, timing_only: bool = Fa
     export.quantize_int8(fp32, out, random.Random(42).sample(photos, 100), spec)
     fp32.unlink()
     export.write_metadata(out, {"format": BUNDLE_FORMAT, "arch": ckpt["arch"], "class_names": ckpt["class_names"],
-                                "precision": "int8", "input": spec, "open_set": info})
+                                "precision": "int8", "input": spec, "open_set": info,
+                                "source": {"checkpoint": checkpoint.name, "sha256": export.sha256sum(checkpoint)}})
     return out
 
 
-def measure_bundle(path: Path, root: Path, runs: int, limit: int | None = None) -> dict:
-    """The e2e ms of one photo (test photos in turn), the bundle's size, and its own top-1 / top-5
-    on the test split (about `limit` photos of it, evenly spread; None: all; 0: not measured)."""
+def bundle_accuracy(path: Path, root: Path, limit: int | None = None) -> dict:
+    """The bundle's own top-1 / top-5 on the test split (about `limit` photos of it, evenly spread;
+    None: all), kept in the bundle's metadata so a re-run reads them back; and its size (MB, 10^6 bytes)."""
     predictor = OnnxPredictor(path)
+    size = {"bundle_mb": round(path.stat().st_size / 1e6, 2)}
+    if "metrics" in predictor.meta:
+        return {**predictor.meta["metrics"], **size}
     test = export.labelled_images({"food101_root": str(root)}, "test")
-    data = [p.read_bytes() for p, _ in test[::max(1, len(test) // 50)]]
-    cycle = iter(data * (runs // len(data) + 2))
-    e2e = timed(lambda: predictor.probs([predictor.preprocess(next(cycle))]), runs)
-    row = {"e2e_ms": percentiles(e2e)[0], "bundle_mb": round(path.stat().st_size / 2**20, 2)}
-    if limit == 0:  # an untrained head: speed and size only
-        return row
     test = test[::max(1, len(test) // limit)] if limit else test
     labels = torch.tensor([predictor.class_names.index(n) for _, n in test])
     probs = [torch.from_numpy(predictor.probs([predictor.preprocess(p) for p, _ in test[i:i + 32]]))
              for i in range(0, len(test), 32)]
     acc = topk(torch.cat(probs), labels)
-    return {"bundle_top1": acc["top1"], "bundle_top5": acc["top5"], **row}
+    metrics = {"bundle_top1": acc["top1"], "bundle_top5": acc["top5"]}
+    export.write_metadata(path, {**predictor.meta, "metrics": metrics})
+    return {**metrics, **size}
+
+
+def time_in_alternation(bundles: list[Path], root: Path, runs: int) -> list[float]:
+    """Median e2e ms of one photo (JPEG bytes -> probabilities, 50 test photos in turn) per bundle,
+    the bundles timed one after the other in each round, so a shared machine's load falls on all alike."""
+    predictors = [OnnxPredictor(b) for b in bundles]
+    test = export.labelled_images({"food101_root": str(root)}, "test")
+    data = [p.read_bytes() for p, _ in test[::max(1, len(test) // 50)]]
+    seconds = [[] for _ in predictors]
+    for i in range(runs + 5):
+        for predictor, times in zip(predictors, seconds, strict=True):
+            photo = data[i % len(data)]
+            times.append(timed(lambda p=predictor, photo=photo: p.probs([p.preprocess(photo)]), 1, warmup=0)[0])
+    return [percentiles(times[5:])[0] for times in seconds]
 
 
 def recipe_name(smoothing: float, balance: bool, views, epochs: int) -> str:
@@ -162,7 +176,7 @@ def main(argv=None) -> int:
     if not (root / "food-101" / "meta" / "classes.txt").is_file():
         raise data_setup.DataError(f"no Food-101 root at {root} (expected {root}/food-101/meta/classes.txt)")
     WORK.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, timed_rows = [], []
     for arch in args.archs:
         best = None
         for smoothing, balance, views, epochs in recipes:
@@ -177,21 +191,30 @@ def main(argv=None) -> int:
             if best is None or acc["top1"] > best[1]["top1"]:
                 best = (out, row)
         out, row = best
-        bundle = build_bundle(out, root, out.with_suffix(".int8.onnx"), data=data)
-        row.update(measure_bundle(bundle, root, args.runs, limit))
-        print(row, flush=True)
+        bundle = out.with_suffix(".int8.onnx")
+        if not bundle.is_file() or OnnxPredictor(bundle).meta.get("source", {}).get("sha256") != export.sha256sum(out):
+            build_bundle(out, root, bundle, data=data)  # else: the same checkpoint's bundle, from an earlier run
+        row.update(bundle_accuracy(bundle, root, limit))
+        timed_rows.append((row, bundle))
     for arch in args.speed_archs:
-        checkpoint = untrained_checkpoint(arch, 101)
-        row = {"arch": arch, "views": "(untrained head: speed and size only)"}
-        bundle = build_bundle(checkpoint, root, checkpoint.with_suffix(".int8.onnx"), timing_only=True)
-        row.update(measure_bundle(bundle, root, args.runs, limit=0))
-        print(row, flush=True)
+        checkpoint = WORK / f"{arch}-untrained.pth"
+        bundle = checkpoint.with_suffix(".int8.onnx")
+        if not bundle.is_file():
+            build_bundle(untrained_checkpoint(arch, 101), root, bundle, timing_only=True)
+        row = {"arch": arch, "views": "(untrained head: speed and size only)",
+               "bundle_mb": round(bundle.stat().st_size / 1e6, 2)}
         rows.append(row)
-    # The shipped Mini bundle (5.2 ms on a quiet machine, README) timed on the same photos in the same
-    # run: on a shared machine, read the rows above against it.
-    row = {"arch": "effnet_lite0", "views": "(reference: the shipped FoodVision Mini bundle)"}
-    row.update(measure_bundle(ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx", root, args.runs, 0))
+        timed_rows.append((row, bundle))
+    # The shipped Mini bundle (5.2 ms on a quiet machine, README) timed in the same rounds: on a shared
+    # machine, read the rows above against it.
+    mini = ROOT / "demos" / "foodvision_mini" / "foodvision_mini.int8.onnx"
+    row = {"arch": "effnet_lite0", "views": "(reference: the shipped FoodVision Mini bundle)",
+           "bundle_mb": round(mini.stat().st_size / 1e6, 2)}
     rows.append(row)
+    timed_rows.append((row, mini))
+    for (row, _), ms in zip(timed_rows, time_in_alternation([b for _, b in timed_rows], root, args.runs),
+                            strict=True):
+        row["e2e_ms"] = ms
     columns = ["arch", "label_smoothing", "balance", "views", "epochs", "top1", "top5", "bundle_top1",
                "bundle_top5", "e2e_ms", "bundle_mb", "train_s"]
     print(markdown_table(rows, columns, digits=4))
