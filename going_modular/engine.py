@@ -104,7 +104,8 @@ def _samples(dataset) -> tuple[list[str], list[int], object]:
         paths = dataset._image_files
     else:
         raise ValueError(f"a feature cache needs an ImageFolder or Food101 dataset, got {type(dataset).__name__}")
-    return [str(p) for p in paths], dataset_targets(dataset), dataset.transform
+    # real paths: the same photos reached through a relative root, a mirror variable or a symlink share a key
+    return [os.path.realpath(p) for p in paths], dataset_targets(dataset), dataset.transform
 
 
 def feature_key(model: nn.Module, dataset) -> str:

@@ -339,8 +339,9 @@ def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, b
         path = Path(cache_dir) / f"export-features-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
         if path.is_file():
             saved = torch.load(path, weights_only=True)
-            cache = dict(zip(saved["paths"], saved["features"], strict=True))
-    missing = [p for p in dict.fromkeys(str(p) for p in images) if p not in cache]
+            cache = dict(zip((os.path.realpath(p) for p in saved["paths"]), saved["features"], strict=True))
+    images = [os.path.realpath(p) for p in images]  # one key per photo however its folder was named
+    missing = [p for p in dict.fromkeys(images) if p not in cache]
     for i in range(0, len(missing), batch_size):
         chunk = missing[i:i + batch_size]
         pixels = [preprocess_pixels(p, spec) for p in chunk]
@@ -353,7 +354,7 @@ def training_features(wrapped: PixelsToLogits, images: list[Path], spec: dict, b
                                                    tmp), path)
     if not images:
         raise data_setup.DataError("no images to compute features of")
-    return torch.stack([cache[str(p)] for p in images])
+    return torch.stack([cache[p] for p in images])
 
 
 def fit_reject(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-2) -> nn.Module:
