@@ -5,8 +5,8 @@ Defaults reproduce the shipped FoodVision Mini model:
         --data pizza_steak_sushi_20_percent --out models/effnet_lite0_foodvision_mini.pth
 FoodVision Big as shipped (any Food101-layout root; all 101 dishes, unbalanced, features kept on disk):
     python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_101 \\
-        --class-names demos/foodvision_big/class_names.txt --label-smoothing 0.1 --balance \\
-        --feature-cache models/features --out checkpoints/effnet_lite0_foodvision_big.pth
+        --class-names demos/foodvision_big/class_names.txt --balance --feature-cache models/features \\
+        --out checkpoints/effnet_lite0_foodvision_big.pth
 The course's script mode works too: `python going_modular/train.py ...`.
 The checkpoint is a plain state_dict; its metadata and metrics go to the .json beside it.
 """
