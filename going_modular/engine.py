@@ -126,8 +126,10 @@ def cached_features(model: nn.Module, dataloader: DataLoader, cache_dir: str | P
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return TensorDataset(saved["features"], saved["labels"])
+    # Its own generator: iterating a loader draws its workers' seed from the global RNG otherwise, and
+    # the dropout that follows would then differ between a run that fills the cache and one that reads it.
     loader = DataLoader(dataloader.dataset, batch_size=dataloader.batch_size, shuffle=False,
-                        num_workers=dataloader.num_workers)
+                        num_workers=dataloader.num_workers, generator=torch.Generator().manual_seed(0))
     features = extract_features(model, loader, device, desc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
