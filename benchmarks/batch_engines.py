@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from benchmarks.options import add_data_args
+from benchmarks.support import course_photo_folder
 from benchmarks.tables import markdown_table
-from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
 from going_modular.deploy.batch.job import image_names, run_job
 from going_modular.deploy.batch.local import score_folder
@@ -35,15 +35,6 @@ from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 COLUMNS = ("engine", "setting", "images", "wall s", "images/s", "images/s per CPU", "per actor CPU after start-up")
 TARGET_IMAGES, TARGET_SECONDS = 10_000_000, 3600
 NODE_CPUS = 16  # a common cloud node size for the estimate
-
-
-def link_images(data_dir: Path, splits: tuple[str, ...], folder: Path) -> int:
-    """Symlink the real images of `splits` into `folder` (class/name kept); returns how many."""
-    images = sorted(p for split in splits for p in (data_dir / split).glob("*/*.jpg"))
-    for image in images:
-        target = folder / f"{image.parents[1].name}_{image.parent.name}_{image.name}"
-        os.symlink(image.resolve(), target)
-    return len(images)
 
 
 def timed(engine: str, setting: str, cpus: float, job) -> dict:
@@ -95,8 +86,7 @@ def cluster_estimate(per_cpu: float, per_actor_cpu: float) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
-    add_data_args(parser)
+    add_data_args(parser, quick=True)
     return parser
 
 
@@ -104,13 +94,9 @@ def main(argv=None) -> int:
     import ray
 
     args = get_args_parser().parse_args(argv)
-    data_dir = download_data(COURSE_DATA_URL, args.data)
     cpus = os.cpu_count() or 1
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
-        n = link_images(data_dir, ("test",) if args.quick else ("train", "test"), folder)
+    with course_photo_folder(args.data, args.quick) as (folder, n), tempfile.TemporaryDirectory() as tmp:
         print(f"[INFO] {n} real images, {cpus} CPUs, bundle {DEFAULT_BUNDLE.name}", file=sys.stderr)
         for threads in (None, 1):
             predictor = load_predictor(DEFAULT_BUNDLE, num_threads=threads)

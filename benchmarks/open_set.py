@@ -3,16 +3,17 @@
     python -m benchmarks.open_set            # prints the table, writes benchmarks/results/open_set.{json,png}
 
 Three kinds of real photos, none of them used to fit or calibrate the open-set score (export
-fits it on training photos and sets its threshold by cross-validation on them):
+fits it on training photos and sets Mini's threshold on ../shared/data/menu_calibration, 150 clean
+pizza/steak/sushi test photos used for nothing else):
 - in-menu: the 150 test photos of pizza_steak_sushi_20_percent (FoodVision Mini's classes);
-- off-menu food: the test split of the other 31 Food-101 classes in ../shared/data/food101_34
+- off-menu food: the test split of the other 98 Food-101 classes in ../shared/data/food101_101
   (the score saw *training* photos of these dishes, never these);
 - non-food: real photos shipped in installed PyPI packages (scikit-image's `skimage.data`,
   matplotlib's and Gradio's sample images); no synthetic images.
 For each threshold (as a multiple of the bundle's own), the share of each set flagged as unknown
 and the in-menu accuracy. The last row is the old rule: "not sure" below 60% top probability.
-FoodVision Big (34 classes) gets its known-class and non-food rates at its threshold: Food-101's
-other 67 dishes are not in the data mirror, so its off-menu rate cannot be measured here.
+FoodVision Big (all 101 classes) gets its known-class and non-food rates at its threshold: there
+are no other Food-101 dishes to be off its menu.
 Serving-wing only: ONNX Runtime, no torch.
 """
 from __future__ import annotations
@@ -66,8 +67,8 @@ def in_menu_photos(mirror: Path) -> tuple[list[bytes], list[str]]:
 
 
 def food101_test(mirror: Path, exclude=(), only=None) -> tuple[list[Path], list[str]]:
-    """Test-split photos of food101_34 (classes in `only`, minus `exclude`) and their classes."""
-    root = mirror / "food101_34" / "food-101"
+    """Test-split photos of food101_101 (classes in `only`, minus `exclude`) and their classes."""
+    root = mirror / "food101_101" / "food-101"
     listing = json.loads((root / "meta" / "test.json").read_text())
     pairs = [(root / "images" / f"{item}.jpg", name) for name in sorted(listing) for item in listing[name]
              if name not in exclude and (only is None or name in only)]
@@ -130,7 +131,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     x = [r["multiple"] for r in swept]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, label in (("in_menu_flagged", "in-menu (pizza/steak/sushi test photos)"),
-                       ("off_menu_food_flagged", "off-menu food (31 other Food-101 dishes)"),
+                       ("off_menu_food_flagged", "off-menu food (98 other Food-101 dishes)"),
                        ("non_food_flagged", "non-food photos")):
         ax.plot(x, [100 * r[key] for r in swept], marker="o", label=label)
     ax.axvline(1.0, color="grey", linestyle="--", label="shipped threshold")
@@ -164,8 +165,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    if not (args.mirror / "food101_34").is_dir():
-        raise FileNotFoundError(f"no food101_34 under {args.mirror}: pass --mirror or set {MIRROR_ENV}")
+    if not (args.mirror / "food101_101").is_dir():
+        raise FileNotFoundError(f"no food101_101 under {args.mirror}: pass --mirror or set {MIRROR_ENV}")
     photos = non_food_photos()
     rows, mini = mini_table(args.mirror, photos)
     big = big_row(args.mirror, photos)

@@ -5,9 +5,11 @@ import argparse
 from pathlib import Path
 
 
-def add_data_args(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
-    """--data, the course dataset the benchmark measures on, and (unless batch_size is False)
-    --batch-size, the images per predict_batch call."""
+def add_data_args(parser: argparse.ArgumentParser, batch_size: bool = True, quick: bool = False) -> None:
+    """--data, the course dataset the benchmark measures on, (unless batch_size is False)
+    --batch-size, the images per predict_batch call, and (with quick) --quick, its test split only."""
+    if quick:
+        parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
     parser.add_argument("--data", type=Path, default=Path("data/pizza_steak_sushi_20_percent"),
                         help="the course dataset (extracted here first if missing; see FOODVISION_DATA_MIRROR)")
     if batch_size:

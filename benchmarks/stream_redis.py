@@ -3,7 +3,7 @@
     python -m benchmarks.stream_redis            # all 600 real course images (train + test)
     python -m benchmarks.stream_redis --quick    # the 150 test images
 
-Starts its own redis-server (tests/redis_support.py: a free 127.0.0.1 port, a temporary folder) and
+Starts its own redis-server (benchmarks/redis_support.py: a free 127.0.0.1 port, a temporary folder) and
 measures, with the shipped int8 bundle:
 - the local batch engine (batch_predict.score_folder) with 1 thread and the default threads: the
   baseline, images/s;
@@ -28,18 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.batch_engines import link_images
 from benchmarks.deployment_modes import latency_ms
 from benchmarks.options import add_data_args
+from benchmarks.redis_support import ConsumerProcess, redis_server, wait_for
+from benchmarks.support import course_photo_folder
 from benchmarks.tables import markdown_table
-from going_modular.data_setup import COURSE_DATA_URL, download_data
 from going_modular.deploy import cli
 from going_modular.deploy.batch.local import score_folder
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 from going_modular.deploy.stream.events import publish, read_results
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the Redis launcher is a test helper
-from redis_support import ConsumerProcess, redis_server, wait_for
 
 COLUMNS = ("mode", "setting", "messages", "wall s", "messages/s", "per consumer or thread", "vs local 1 thread",
            "p50 ms", "p99 ms")
@@ -121,20 +118,15 @@ def consumer_estimate(per_consumer: float, mean_bytes: float) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the 150 test images instead of all 600")
-    add_data_args(parser)
+    add_data_args(parser, quick=True)
     return parser
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    data_dir = download_data(COURSE_DATA_URL, args.data)
     cpus = os.cpu_count() or 1
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
-        n = link_images(data_dir, ("test",) if args.quick else ("train", "test"), folder)
+    with course_photo_folder(args.data, args.quick) as (folder, n), tempfile.TemporaryDirectory() as tmp:
         photos = sorted(folder.iterdir())
         mean_bytes = sum(p.stat().st_size for p in photos) / len(photos)
         print(f"[INFO] {n} real images ({mean_bytes / 1e3:.0f} KB mean), {cpus} CPUs, bundle {DEFAULT_BUNDLE.name}",

@@ -107,3 +107,21 @@ def serve_in_subprocess(model: str | Path | None = None, args: tuple[str, ...] =
                       "--port", str(port)], cwd=cwd, env=clean_env(**env), port=port,
                      startup_timeout=startup_timeout) as app:
         yield app
+
+
+@contextmanager
+def course_photo_folder(data: Path, quick: bool) -> Iterator[tuple[Path, int]]:
+    """A temporary folder of symlinks to the real photos of the course dataset at `data` (extracted
+    first if missing): its test split with `quick`, else train + test (600), in one flat folder as a
+    batch job or a publisher reads it; yields (folder, number of photos)."""
+    from going_modular.data_setup import COURSE_DATA_URL, download_data
+
+    data_dir = download_data(COURSE_DATA_URL, data)
+    splits = ("test",) if quick else ("train", "test")
+    images = sorted(p for split in splits for p in (data_dir / split).glob("*/*.jpg"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for image in images:
+            os.symlink(image.resolve(), folder / f"{image.parents[1].name}_{image.parent.name}_{image.name}")
+        yield folder, len(images)

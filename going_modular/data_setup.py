@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Subset, random_split
-from torchvision import datasets
+from torchvision import datasets, transforms
 
 from going_modular.deploy.bundle import read_class_names  # noqa: F401  (re-exported: train, evaluate)
 from going_modular.deploy.errors import UsageError, UserError
@@ -173,6 +173,24 @@ def create_dataloaders(train_dir: str | Path, test_dir: str | Path, transform, b
     return train_dl, test_dl, train_data.classes
 
 
+def check_food101_images(root: str | Path) -> None:
+    """Raise a clear DataError if classes that a Food-101 root's splits list have no photos on disk
+    (a partial copy or download): torchvision would only fail on the first missing file, mid-epoch.
+    Each class's first and last listed photo are checked, which stays fast on the full 101,000."""
+    meta, images = Path(root) / "food-101" / "meta", Path(root) / "food-101" / "images"
+    for split in ("train", "test"):
+        index = meta / f"{split}.json"
+        if not index.is_file():
+            raise DataError(f"no Food-101 {split} split at {index}")
+        listing = json.loads(index.read_text())
+        missing = sorted(name for name, items in listing.items()
+                         if not items or not all((images / f"{item}.jpg").is_file() for item in (items[0], items[-1])))
+        if missing:
+            raise DataError(f"{root}: {len(missing)} of the {len(listing)} classes in meta/{split}.json have no photos "
+                            f"in food-101/images/ ({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}); "
+                            f"copy or download them again")
+
+
 def create_food101_datasets(root: str | Path = "data", transform=None, train_transform=None,
                             download: bool = False, class_names: list[str] | None = None):
     """torchvision.datasets.Food101, unchanged, for train and test.
@@ -185,6 +203,8 @@ def create_food101_datasets(root: str | Path = "data", transform=None, train_tra
     root = Path(root)
     if not download and not (root / "food-101" / "meta" / "classes.txt").is_file():
         raise DataError(f"no Food-101 data under {root}/food-101 (pass download=True or the right root)")
+    if not download:
+        check_food101_images(root)
     try:
         train_data = datasets.Food101(root, split="train", transform=train_transform or transform, download=download)
     except urllib.error.URLError as e:
@@ -219,6 +239,39 @@ def take_batches(dataloader: DataLoader, n_batches: int | None, seed: int = 42) 
     return DataLoader(Subset(dataloader.dataset, picked), batch_size=dataloader.batch_size, shuffle=shuffle,
                       num_workers=dataloader.num_workers, generator=dataloader.generator,
                       pin_memory=dataloader.pin_memory, persistent_workers=dataloader.persistent_workers)
+
+
+def dataset_targets(dataset) -> list[int]:
+    """The label of every sample of an ImageFolder, a Food101 (its target_transform applied) or a
+    Subset of either, read from their index: no image is decoded."""
+    if isinstance(dataset, Subset):
+        targets = dataset_targets(dataset.dataset)
+        return [targets[i] for i in dataset.indices]
+    targets = getattr(dataset, "targets", None) or dataset._labels
+    mapped = getattr(dataset, "target_transform", None)
+    return [mapped(t) for t in targets] if mapped else list(targets)
+
+
+VIEWS = ("center", "flip", "zoom")
+ZOOM = 1.15  # the zoom view resizes the short side to 1.15x the eval resize, then centre-crops
+
+
+def view_transform(transform, view: str = "center"):
+    """A fixed (non-random) variant of an eval transform (Resize, CenterCrop, ToTensor, Normalize):
+    "center" is the transform itself, "flip" mirrors its crop left-right, "zoom" crops tighter.
+    Fixed views of the training photos are augmentation that feature caching can still cache."""
+    if view == "center":
+        return transform
+    if view == "flip":
+        return transforms.Compose([transform, transforms.RandomHorizontalFlip(p=1.0)])
+    if view == "zoom":
+        steps = list(transform.transforms)
+        resize = steps[0]
+        if not isinstance(resize, transforms.Resize) or not isinstance(resize.size, int):
+            raise ValueError(f"the zoom view needs a transform that starts with Resize(int), got {transform}")
+        steps[0] = transforms.Resize(round(resize.size * ZOOM), interpolation=resize.interpolation)
+        return transforms.Compose(steps)
+    raise ValueError(f"unknown view {view!r}; choose from {VIEWS}")
 
 
 def split_subset(dataset, fraction: float = 0.2, seed: int = 42) -> Subset:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import random
@@ -51,7 +52,7 @@ from going_modular.deploy.image import InvalidImageError, load_image
 from going_modular.deploy.monitor.reference import REFERENCE_KEY, compute_reference
 from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
 from going_modular.model_builder import head_name
-from going_modular.open_set import build_open_set
+from going_modular.open_set import build_open_set, calibrate_bundle_threshold, menu_photos
 from going_modular.utils import load_model
 
 DEFAULT_OPSET = 18
@@ -255,14 +256,27 @@ def measure(bundle: OnnxPredictor, eager_model: nn.Module, transform, images: li
     return metrics
 
 
+def feature_cache_key(model: nn.Module, spec: dict) -> str:
+    """A folder name per (architecture, weights, input spec): cached open-set features of one model
+    are never served to another (exporting Big and then Mini, whose other dishes are Big's photos,
+    runs the backbone once per photo)."""
+    first = next(model.parameters()).detach().double().sum().item()
+    key = json.dumps({"arch": getattr(model, "arch", ""), "weights": first, "input": spec})
+    return f"export-features-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+
 def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "int8",
                   data: dict | None = None, num_calibration: int = 100, seed: int = 42,
-                  opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print) -> dict:
+                  opset: int = DEFAULT_OPSET, other_dishes: str | None = None, log=print,
+                  calibration_photos: str | None = None, feature_cache: str | None = None) -> dict:
     """Checkpoint -> bundle at `out`. Returns the bundle's metadata (also stored inside it).
 
     data: {"data": course dataset name or ImageFolder root, "data_dir": ...} or {"food101_root": ...};
     default: what the checkpoint was trained on. other_dishes: a Food-101 root whose training
     images of classes the model does not know teach the open-set score what "another dish" looks like.
+    calibration_photos: a folder of clean photos of the known classes (FOLDER/<class>/*.jpg), used
+    for nothing else: the open-set threshold flags at most 5% of them (default: cross-validation
+    on the training photos). feature_cache: a folder keeping the open set's backbone features.
     """
     import onnxruntime
 
@@ -277,6 +291,11 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
         raise data_setup.DataError(f"{checkpoint} does not record its training data: pass --data or --food101-root")
     spec = input_spec(transform)
     test = data_setup.labelled_images(data, "test")
+    if unknown := sorted({name for _, name in test} - set(ckpt["class_names"])):
+        raise data_setup.DataError(
+            f"{checkpoint} knows {len(ckpt['class_names'])} classes but its test data have "
+            f"{len({name for _, name in test})}: {len(unknown)} it was not trained on ({', '.join(unknown[:3])}...); "
+            f"export it with the data it was trained on")
     meta = {"format": BUNDLE_FORMAT, "arch": arch, "class_names": list(ckpt["class_names"]), "precision": precision,
             "input": spec, "source": {"checkpoint": checkpoint.name, "sha256": sha256sum(checkpoint)},
             "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
@@ -285,7 +304,9 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
     staged = out.with_name(f"{out.name}.{os.getpid()}.staged.tmp")
     try:
         features = PixelsToLogits(model, spec["mean"], spec["std"]).eval().features
-        open_set, meta["open_set"] = build_open_set(features, spec, meta["class_names"], data, other_dishes, log)
+        cache = Path(feature_cache) / feature_cache_key(model, spec) if feature_cache else None
+        open_set, meta["open_set"] = build_open_set(features, spec, meta["class_names"], data, other_dishes, log,
+                                                    calibration_photos, cache)
         cv = meta["open_set"]["cross_validated"]
         others = f", {cv['other_flagged']:.1%} of other dishes" if cv["other_flagged"] is not None else ""
         log(f"[export] open set (cross-validated on training images): {cv['known_flagged']:.1%} of known-class "
@@ -304,6 +325,13 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, precisi
             quantize_int8(fp32, staged, calibration, spec)
             meta["calibration"] = {"images": len(calibration), "seed": seed, "method": "minmax"}
         write_metadata(staged, meta)
+        if calibration_photos:
+            menu = menu_photos(calibration_photos, meta["class_names"])
+            meta["open_set"]["calibration_photos"].update(calibrate_bundle_threshold(OnnxPredictor(staged), menu))
+            meta["open_set"]["threshold"] = meta["open_set"]["calibration_photos"]["threshold"]
+            log(f"[export] open-set threshold {meta['open_set']['threshold']:.4f}: "
+                f"{meta['open_set']['calibration_photos']['flagged']:.1%} of {len(menu)} calibration photos flagged")
+            write_metadata(staged, meta)
         log(f"[export] measuring the bundle on {len(test)} test images")
         meta["metrics"] = measure(OnnxPredictor(staged), model, transform, test)
         # What the drift monitor compares live traffic with: the test split through the serving path.
@@ -333,6 +361,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--other-dishes", default=None,
                    help="a Food-101-layout root: its training photos of dishes the model does not know teach "
                         "the open-set score (e.g. ../shared/data/food101_34 for FoodVision Mini)")
+    p.add_argument("--calibration-photos", default=None,
+                   help="a folder of clean photos of the model's classes (FOLDER/<class>/*.jpg, e.g. "
+                        "../shared/data/menu_calibration): the open-set threshold flags at most 5%% of them")
+    p.add_argument("--feature-cache", default=None,
+                   help="folder keeping the open set's backbone features between exports (e.g. models/features)")
     p.add_argument("--num-calibration", type=int, default=100, help="real training images that calibrate int8")
     p.add_argument("--seed", type=int, default=42, help="seed of the calibration sample")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -348,7 +381,7 @@ def main(argv=None) -> int:
     elif args.data:
         data = {"data": args.data, "data_dir": args.data_dir}
     export_bundle(args.checkpoint, out, args.precision, data, args.num_calibration, args.seed, args.opset,
-                  args.other_dishes)
+                  args.other_dishes, calibration_photos=args.calibration_photos, feature_cache=args.feature_cache)
     return 0
 
 

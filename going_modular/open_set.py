@@ -7,6 +7,7 @@ photos that neither fitted nor calibrated it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from going_modular.data_setup import labelled_images
+from going_modular.data_setup import DataError, check_image_folder, labelled_images
 from going_modular.deploy.bundle import OOD_NAME
-from going_modular.deploy.predictor import preprocess_pixels
+from going_modular.deploy.files import write_atomic
+from going_modular.deploy.image import IMAGE_SUFFIXES
+from going_modular.deploy.predictor import OnnxPredictor, preprocess_pixels
 
 # uint8 pixels (N, H, W, 3) -> the pooled features (N, D) the classifier head sees.
 Features = Callable[[torch.Tensor], torch.Tensor]
@@ -57,20 +60,39 @@ class OpenSetScore(nn.Module):
 
 
 OPEN_SET_K = 10  # k-th nearest training image: robust to a few odd training photos
-# Training images kept for the distance: at most 40 per class and 200 in all (FoodVision Big:
-# 5 of each of its 34 dishes), so the bank adds at most 1 MB (fp32) to the bundle.
-OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES = 40, 200
+# Training images kept for the distance: at most 40 per class (Mini: 120) and 505 in all (Big: 5 of
+# each of its 101 dishes), so the bank adds at most 2.5 MB (fp32) to the bundle.
+OPEN_SET_BANK_PER_CLASS, OPEN_SET_BANK_IMAGES = 40, 505
 OPEN_SET_FOLDS = 5
 
 
-def training_features(features: Features, images: list[Path], spec: dict, batch_size: int = 32) -> torch.Tensor:
-    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does."""
-    feats = []
-    for i in range(0, len(images), batch_size):
-        pixels = [preprocess_pixels(p, spec) for p in images[i:i + batch_size]]
+def training_features(features: Features, images: list[Path], spec: dict, batch_size: int = 32,
+                      cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Pooled backbone features (N, D) of image files, preprocessed exactly as serving does.
+
+    cache_dir: a folder of this model's features (export.feature_cache_key names it), kept per
+    image file, so a second export of the same model runs the backbone only on new photos."""
+    cache, path = {}, None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "features.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+            cache = dict(zip((os.path.realpath(p) for p in saved["paths"]), saved["features"], strict=True))
+    images = [os.path.realpath(p) for p in images]  # one key per photo however its folder was named
+    missing = [p for p in dict.fromkeys(images) if p not in cache]
+    for i in range(0, len(missing), batch_size):
+        chunk = missing[i:i + batch_size]
+        pixels = [preprocess_pixels(p, spec) for p in chunk]
         with torch.inference_mode():
-            feats.append(features(torch.from_numpy(np.stack(pixels))))
-    return torch.cat(feats)
+            cache.update(zip(chunk, features(torch.from_numpy(np.stack(pixels))), strict=True))
+    if path is not None and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = sorted(cache)
+        write_atomic(path, lambda tmp: torch.save({"paths": names, "features": torch.stack([cache[n] for n in names])},
+                                                  tmp))
+    if not images:
+        raise DataError("no images to compute features of")
+    return torch.stack([cache[p] for p in images])
 
 
 def fit_reject(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-2) -> nn.Module:
@@ -144,21 +166,72 @@ def fit_open_set(known: torch.Tensor, known_labels: torch.Tensor, other: torch.T
     return scorer, info
 
 
+def menu_photos(folder: str | os.PathLike, class_names: list[str]) -> list[Path]:
+    """The clean photos of a calibration folder (FOLDER/<class>/*.jpg, every class one of the model's)."""
+    folder = Path(folder)
+    check_image_folder(folder)
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if unknown := [c for c in classes if c not in class_names]:
+        raise DataError(f"calibration photos {folder}: {', '.join(unknown)} is not a class of the model "
+                        f"({len(class_names)} classes: {', '.join(class_names[:5])}...)")
+    return [p for p in sorted(folder.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def flag_threshold(scores: torch.Tensor, flag_rate: float) -> float:
+    """The smallest threshold that flags (score > threshold) at most `flag_rate` of `scores`."""
+    allowed = int(flag_rate * len(scores) + 1e-9)
+    return float(torch.sort(scores, descending=True).values[min(allowed, len(scores) - 1)])
+
+
+def calibrate_open_set(scorer: OpenSetScore, info: dict, menu: torch.Tensor, flag_rate: float = 0.05) -> None:
+    """Set the scorer's thresholds on the features of clean photos of the known classes (not
+    training photos: Food-101's are deliberately uncleaned, so a share of them look like other
+    dishes and cross-validating on them set the threshold too conservatively). The distance
+    threshold flags 1% of them; the reject threshold spends the rest of `flag_rate`."""
+    distance = scorer.distance(menu)
+    scorer.distance_threshold = flag_threshold(distance, 0.01)
+    if scorer.reject is not None:
+        with torch.no_grad():
+            reject = scorer.reject_prob(menu)
+        by_distance = distance > scorer.distance_threshold
+        budget = int(flag_rate * len(menu) + 1e-9) - int(by_distance.sum())
+        rest = reject[~by_distance]
+        scorer.reject_threshold = flag_threshold(rest, budget / len(rest)) if budget > 0 else float(rest.max())
+    info.update({"distance_threshold": round(scorer.distance_threshold, 6),
+                 "reject_threshold": round(scorer.reject_threshold, 6) if scorer.reject is not None else None})
+
+
 def build_open_set(features: Features, spec: dict, class_names: list[str], data: dict, other_root: str | None,
-                   log=print) -> tuple[OpenSetScore, dict]:
+                   log=print, calibration_photos: str | None = None,
+                   feature_cache: str | os.PathLike | None = None) -> tuple[OpenSetScore, dict]:
     """The open-set scorer from the training images of `data` and, from `other_root` (a Food-101
-    root), the training images of dishes that are not in `class_names`. `features` maps uint8
-    pixels (N, H, W, 3) to the pooled features the classifier head sees (export.PixelsToLogits.features)."""
+    root), the training images of dishes that are not in `class_names`; its thresholds come from
+    `calibration_photos` (clean photos of the known classes) when given, else cross-validation.
+    `features` maps uint8 pixels (N, H, W, 3) to the pooled features the classifier head sees
+    (export.PixelsToLogits.features)."""
     train = labelled_images(data, "train")
     other = [(p, n) for p, n in labelled_images({"food101_root": other_root}, "train")] if other_root else []
     other = [(p, n) for p, n in other if n not in class_names]
     other_names = sorted({n for _, n in other})
+    menu = menu_photos(calibration_photos, class_names) if calibration_photos else []
     log(f"[export] open set: features of {len(train)} training images and {len(other)} of "
         f"{len(other_names)} other dishes")
-    known = training_features(features, [p for p, _ in train], spec)
+    known = training_features(features, [p for p, _ in train], spec, cache_dir=feature_cache)
     known_labels = torch.tensor([class_names.index(n) for _, n in train])
-    others = training_features(features, [p for p, _ in other], spec) if other else known[:0]
+    others = training_features(features, [p for p, _ in other], spec, cache_dir=feature_cache) if other else known[:0]
     other_labels = torch.tensor([other_names.index(n) for _, n in other], dtype=torch.long)
     scorer, info = fit_open_set(known, known_labels, others, other_labels)
     info["other_root"] = Path(other_root).name if other_root else None
+    if menu:
+        calibrate_open_set(scorer, info, training_features(features, menu, spec))
+        info["calibration_photos"] = {"folder": Path(calibration_photos).name, "images": len(menu)}
     return scorer, info
+
+
+def calibrate_bundle_threshold(bundle: OnnxPredictor, photos: list[Path], flag_rate: float = 0.05) -> dict:
+    """The bundle's own threshold: at most `flag_rate` of the clean calibration photos flagged by
+    the int8 graph itself (its features differ slightly from the fp32 ones the scorer was fitted on)."""
+    scores = np.concatenate([bundle.scores([bundle.preprocess(p) for p in photos[i:i + 32]])[1]
+                             for i in range(0, len(photos), 32)])
+    threshold = flag_threshold(torch.from_numpy(scores), flag_rate)
+    return {"threshold": threshold, "flagged": round(float((scores > threshold).mean()), 4)}

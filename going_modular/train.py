@@ -3,9 +3,10 @@
 Defaults reproduce the shipped FoodVision Mini model:
     python -m going_modular.train --arch effnet_lite0 --epochs 10 \\
         --data pizza_steak_sushi_20_percent --out models/effnet_lite0_foodvision_mini.pth
-Food-101 (any Food101-layout root):
-    python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_mini \\
-        --class-names ../shared/data/food101_classes.txt --label-smoothing 0.1 --out models/big.pth
+FoodVision Big as shipped (any Food101-layout root; all 101 dishes, unbalanced, features kept on disk):
+    python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_101 \\
+        --class-names demos/foodvision_big/class_names.txt --balance --feature-cache models/features \\
+        --out checkpoints/effnet_lite0_foodvision_big.pth
 The course's script mode works too: `python going_modular/train.py ...`.
 The checkpoint is a plain state_dict; its metadata and metrics go to the .json beside it.
 """
@@ -50,12 +51,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--balance", action="store_true",
+                   help="weight the loss by inverse class frequency (for unbalanced data such as food101_101)")
+    p.add_argument("--views", nargs="+", default=["center"], choices=data_setup.VIEWS,
+                   help="fixed views of each training photo whose cached features train the head "
+                        "(center = the eval transform; flip, zoom: light augmentation; needs feature caching)")
     add_data_args(p)
     p.add_argument("--food101-download", action="store_true",
                    help="download full Food-101 (5 GB) into --food101-root")
     p.add_argument("--class-names", default=None, help="class-names file for the head (e.g. all 101 Food-101 names)")
     p.add_argument("--no-cache-features", dest="cache_features", action="store_false",
                    help="run the backbone every epoch instead of caching its features")
+    p.add_argument("--feature-cache", default=None,
+                   help="folder that keeps the backbone's features between runs (e.g. models/features): "
+                        "another recipe on the same photos skips the backbone")
     p.add_argument("--out", default="models/effnet_lite0_foodvision_mini.pth")
     return p
 
@@ -97,9 +106,17 @@ def train(args: argparse.Namespace) -> dict:
     train_dl, test_dl, class_names = build_data(args, transform)
     model, _ = model_builder.create_model(args.arch, num_classes=len(class_names), weights=weights, seed=args.seed)
     optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.lr)
+    if args.views[0] != "center" or len(set(args.views)) != len(args.views):
+        raise ValueError(f"--views must start with center and name each view once, got {args.views}")
+    extra = [build_data(args, data_setup.view_transform(transform, view))[0] for view in args.views[1:]]
+    loss_fn = None
+    if args.balance:
+        targets = torch.tensor(data_setup.dataset_targets(train_dl.dataset))
+        loss_fn = torch.nn.CrossEntropyLoss(weight=engine.balanced_class_weights(targets, len(class_names)).to(device))
     start = time.perf_counter()
-    results = engine.train(model, train_dl, test_dl, optimizer, epochs=args.epochs, device=device,
-                           label_smoothing=args.label_smoothing, cache_features=args.cache_features, seed=args.seed)
+    results = engine.train(model, train_dl, test_dl, optimizer, loss_fn=loss_fn, epochs=args.epochs, device=device,
+                           label_smoothing=args.label_smoothing, cache_features=args.cache_features, seed=args.seed,
+                           extra_train_dataloaders=extra, feature_cache=args.feature_cache)
     seconds = time.perf_counter() - start
     info = {"args": vars(args), "device": str(device), "results": results, "train_seconds": round(seconds, 2),
             "pretrained": weights is not None, "test_acc": results["test_acc"][-1],

@@ -52,3 +52,15 @@ def test_drift_quick(shared_data):
                           "darkened x0.5", "rotated 90°", "rotated 180°"]
     assert rows["non-food photos"][3] == "100.0%" and rows["darkened x0.5"][3] == "100.0%"  # detection rate
     assert (ROOT / "benchmarks" / "results" / "drift" / "reference.json").is_file()
+
+
+def test_big_recipe_quick(shared_data):
+    """Two recipes trained by the CLI on a shared feature cache, then the best one's int8 bundle measured."""
+    out = _run("benchmarks.big_recipe", shared_data)
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("| effnet_lite0 ") and "(reference" not in line]
+    assert "| (reference: the shipped FoodVision Mini bundle) |" in out  # the timing yardstick
+    assert [(r[1], r[2], r[3]) for r in rows] == [("0.0000", "True", "center"), ("0.1000", "True", "center")]
+    measured = [r for r in rows if r[9]]  # the bundle's columns, on the best recipe's row only
+    assert len(measured) == 1 and float(measured[0][9]) > 0 and 2 < float(measured[0][10]) < 15
+    assert all(0 <= float(r[5]) <= float(r[6]) <= 1 for r in rows)  # top-1 <= top-5

@@ -17,7 +17,8 @@ from going_modular.deploy.bundle import BundleError
 from going_modular.deploy.image import load_image
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor, Predictor, load_predictor
 from going_modular.eager import EagerPredictor
-from going_modular.utils import load_model
+from going_modular.model_builder import create_model
+from going_modular.utils import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG_BUNDLE = ROOT / "demos" / "foodvision_big" / "foodvision_big.int8.onnx"
@@ -93,7 +94,8 @@ def test_bundle_describes_itself(mini_checkpoint):
     assert meta["input"]["interpolation"] == "bicubic" and meta["input"]["size"] == 224
     assert meta["source"]["sha256"] == hashlib.sha256(mini_checkpoint.read_bytes()).hexdigest()
     assert meta["precision"] == "int8" and meta["calibration"]["images"] == 100
-    assert DEFAULT_BUNDLE.stat().st_size < 6 * 2**20 and BIG_BUNDLE.stat().st_size < 6 * 2**20
+    # Mini < 6 MB; Big (101 classes, 505 photos in its distance bank) under the issue's 15 MB
+    assert DEFAULT_BUNDLE.stat().st_size < 6 * 2**20 and BIG_BUNDLE.stat().st_size < 15 * 2**20
 
 
 def _normalised(predictor, pixels):
@@ -210,3 +212,18 @@ def test_export_records_the_monitor_reference(fp32_bundle, test_images):
     assert embedded == compute_reference(bundle, test_images, description=f"test split ({len(test_images)} images)")
     assert embedded["images"] == 150 and sum(embedded["labels"].values()) == 150
     assert len(embedded["samples"]["brightness"]) == 150 and embedded["unknown"] is not None
+
+
+def test_exporting_a_34_class_checkpoint_on_101_class_data_is_refused(tmp_path, shared_data):
+    """Its accuracy would silently count 67 dishes it cannot name as wrong: refused before any work."""
+    names34 = sorted(json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text()))
+    model, _ = create_model("effnet_lite0", num_classes=34, weights=None)
+    checkpoint = save_model(model, tmp_path, "big34.pth", names34)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "going_modular.export", "--checkpoint", str(checkpoint),
+                           "--food101-root", str(shared_data / "food101_101"), "--out", str(tmp_path / "b.onnx")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"error: {checkpoint} knows 34 classes but its test data have 101: 67 it was "
+                                  "not trained on (bruschetta, caesar_salad, caprese_salad...)")
+    assert not (tmp_path / "b.onnx").exists()

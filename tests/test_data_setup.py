@@ -2,6 +2,10 @@
 import functools
 import hashlib
 import http.server
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -13,6 +17,8 @@ from torchvision import transforms as T
 from going_modular import data_setup
 from going_modular.data_setup import DataError, create_dataloaders, download_data
 from going_modular.deploy.bundle import BundleError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -135,7 +141,6 @@ def test_dataloaders_bad_folders(synthetic_dir, tmp_path):
 
 
 def test_unreadable_image_in_dataset_raises_clearly(synthetic_dir, tmp_path):
-    import shutil
 
     root = tmp_path / "ds"
     shutil.copytree(synthetic_dir, root)
@@ -171,6 +176,26 @@ def test_food101_missing_root_and_wrong_class_file(tmp_path, shared_data):
     wrong.write_text("pizza\npizza\n")
     with pytest.raises(BundleError, match="unique class names"):  # read by the serving wing's reader
         data_setup.read_class_names(wrong)
+
+
+def test_food101_root_with_missing_classes_is_one_clear_error(tmp_path, shared_data):
+    """A partial copy: meta/ lists 23 classes but two have no photos; torchvision alone would fail on
+    the first missing file, in a DataLoader worker, mid-epoch."""
+    source = shared_data / "food101_mini" / "food-101"
+    root = tmp_path / "partial"
+    shutil.copytree(source / "meta", root / "food-101" / "meta")
+    classes = sorted(d.name for d in (source / "images").iterdir())
+    for name in classes[2:]:
+        (root / "food-101" / "images").mkdir(parents=True, exist_ok=True)
+        (root / "food-101" / "images" / name).symlink_to(source / "images" / name)
+    with pytest.raises(DataError, match=rf"2 of the 23 classes in meta/train.json have no photos .*"
+                                        rf"\({classes[0]}, {classes[1]}\)"):
+        data_setup.create_food101_datasets(root)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "going_modular.train", "--food101-root", str(root), "--epochs", "1",
+                           "--out", str(tmp_path / "x.pth")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"error: {root}: 2 of the 23 classes") and "Traceback" not in proc.stderr
 
 
 def test_sha256sum_matches_hashlib(shared_data):

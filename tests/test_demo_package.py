@@ -47,7 +47,7 @@ def test_packaged_big_space_with_wrong_class_names_fails_at_start_up_in_one_line
     result = subprocess.run([sys.executable, "app.py"], cwd=space, capture_output=True, text=True,
                             env=clean_env(), timeout=300)
     assert result.returncode == 1
-    assert "FoodVision demo cannot start" in result.stderr and "33 names" in result.stderr
+    assert "FoodVision demo cannot start" in result.stderr and "100 names" in result.stderr
     assert "Traceback" not in result.stderr
 
 

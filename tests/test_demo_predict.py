@@ -16,7 +16,9 @@ from going_modular.deploy import gradio_app
 from going_modular.deploy.bundle import BUNDLE_FORMAT
 from going_modular.model_builder import create_model
 
-ICE_CREAM = "food101_34/food-101/images/ice_cream/1918103.jpg"  # a test photo FoodVision Big gets right
+ICE_CREAM = "food101_101/food-101/images/ice_cream/1918103.jpg"  # a test photo FoodVision Big gets right
+# A test photo of one of the 67 dishes food101_34 lacked (the previous Big never saw them), named right
+NEW_DISH = "food101_101/food-101/images/cheese_plate/1400346.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -103,22 +105,33 @@ def test_page_shows_human_names_and_one_rounding(big_app, shared_data):
     assert [gradio_app.percent(p) for p in (0.9995, 0.994, 0.125, 0.5)] == ["100%", "99%", "13%", "50%"]
 
 
-def test_big_knows_only_the_34_classes_it_was_trained_on(big_app, shared_data):
-    trained = sorted(json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text()))
-    assert big_app.predictor.class_names == trained and len(trained) == 34
+def test_big_knows_all_101_food101_dishes_in_the_datasets_order(big_app, shared_data):
+    food101 = (shared_data / "food101_101/food-101/meta/classes.txt").read_text().split()
+    assert food101 == (shared_data / "food101_classes.txt").read_text().split() and len(food101) == 101
+    assert big_app.predictor.class_names == food101
+    assert set(json.loads((shared_data / "food101_101/food-101/meta/train.json").read_text())) == set(food101)
     for path in sorted((big_app.HERE / "examples").iterdir()):
         probs, _ = big_app.predict(str(path))
-        assert next(iter(probs)) == path.stem and set(probs) == set(trained)  # the course's dict: every class
-    assert big_app.predictor.meta["metrics"]["test_images"] == 720  # every test photo of the 34 classes
+        assert next(iter(probs)) == path.stem and set(probs) == set(food101)  # the course's dict: every class
+    assert big_app.predictor.meta["metrics"]["test_images"] == 1390  # every test photo of the 101 dishes
+
+
+def test_big_names_a_dish_the_34_class_model_never_knew(big_app, shared_data):
+    dish = NEW_DISH.split("/")[3]
+    assert dish not in json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text())
+    assert NEW_DISH.split("food-101/images/")[1].removesuffix(".jpg") in \
+        json.loads((shared_data / "food101_101/food-101/meta/test.json").read_text())[dish]  # a test photo
+    result = gradio_app.classify(big_app.predictor, str(shared_data / NEW_DISH), top_k=5)
+    assert result["label"] == dish and result["known"] is True
 
 
 def test_big_says_how_many_foods_it_knows(big_app):
     result = gradio_app.classify(big_app.predictor, non_food_photo("astronaut"), top_k=5)
     _, _, verdict = gradio_app.present(result, big_app.predictor.class_names, big_app.THRESHOLD)
-    assert verdict.startswith("Not one of the 34 foods this model knows — looks like something else")
+    assert verdict.startswith("Not one of the 101 foods this model knows — looks like something else")
     page = big_app.demo.config["components"]
     texts = " ".join(str(c["props"].get("value", "")) for c in page if c["type"] == "markdown")
-    assert "34" in texts and "101-way" not in texts
+    assert "101" in texts and "34" not in texts
 
 
 def test_another_class_count_works_also_without_an_open_set_score(tmp_path, pss_dir):
@@ -149,7 +162,7 @@ def test_menu_lists_few_classes_and_counts_many():
     assert gradio_app.menu([str(i) for i in range(34)]) == "one of the 34 foods this model knows"
 
 
-def test_class_names_that_do_not_match_the_bundle_stop_start_up(tmp_path):
+def test_class_names_that_do_not_match_the_bundle_stop_start_up(tmp_path, shared_data):
     from demos.foodvision_big import model
 
     wrong = tmp_path / "class_names.txt"
@@ -157,6 +170,11 @@ def test_class_names_that_do_not_match_the_bundle_stop_start_up(tmp_path):
     with pytest.raises(gradio_app.StartupError, match="class names do not match") as e:
         model.load_predictor(class_names_file=wrong)
     assert str(e.value).startswith("FoodVision demo cannot start:") and "33 names" in str(e.value)
+    # the previous Big's class_names.txt (its 34 dishes) beside the 101-way bundle: one line, both counts
+    wrong.write_text("\n".join(sorted(json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text()))))
+    with pytest.raises(gradio_app.StartupError, match="got 34 names .* the bundle has 101") as e:
+        model.load_predictor(class_names_file=wrong)
+    assert "\n" not in str(e.value)
     with pytest.raises(gradio_app.StartupError, match="not found"):
         model.load_predictor(bundle=tmp_path / "missing.onnx")
 

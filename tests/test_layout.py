@@ -94,6 +94,8 @@ def test_the_serving_modes_depend_only_on_the_core():
 def test_no_file_outside_tests_puts_tests_on_sys_path():
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py", "*.ipynb"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    pattern = re.compile(r"sys\.path\.(insert|append)\([^)]*tests")
+    pattern = re.compile(r"sys\.path\.(insert|append)\(.*[\"'/]tests[\\\"'/]")  # also via Path(...) / "tests"
     offenders = [f for f in files if not f.startswith("tests/") and pattern.search((ROOT / f).read_text())]
+    for line in ('sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))', r'"sys.path.insert(0, \"tests\")\n"'):
+        assert pattern.search(line), line  # the pattern bites, in a .py file and in a notebook's JSON
     assert offenders == []

@@ -1,4 +1,4 @@
-"""The Redis Streams event source end to end: a real redis-server (tests/redis_support.py), real
+"""The Redis Streams event source end to end: a real redis-server (benchmarks/redis_support.py), real
 Food-101 photos from the data mirror, consumers as real processes killed with real signals."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import unavailable
-from redis_support import ConsumerProcess, RedisServer, pending, redis_server, redis_server_binary, wait_for
 
+from benchmarks.redis_support import ConsumerProcess, RedisServer, pending, redis_server, redis_server_binary, wait_for
 from going_modular.deploy.bundle import model_id
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor
 from going_modular.deploy.scoring import score_sources

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from going_modular import utils
+from going_modular import engine, utils
 from going_modular.model_builder import create_model
 from going_modular.utils import load_model
 
@@ -62,12 +62,31 @@ def test_script_mode_on_an_image_folder_without_caching(synthetic_dir, tmp_path)
 
 
 def test_cli_food101_101_way_head(shared_data, tmp_path):
-    out = tmp_path / "big.pth"
-    _train(["--food101-root", str(shared_data / "food101_mini"), "--class-names",
-            str(shared_data / "food101_classes.txt"), "--subset", "0.1", "--epochs", "1", "--label-smoothing", "0.1",
-            "--out", str(out)], cwd=tmp_path)
+    """Big's recipe flags on a 23-class subset: balanced loss, a flipped second view, and a feature
+    cache that a second run reads back (same features, same head)."""
+    out, cache = tmp_path / "big.pth", tmp_path / "features"
+    args = ["--food101-root", str(shared_data / "food101_mini"),
+            "--class-names", str(shared_data / "food101_classes.txt"), "--subset", "0.1", "--epochs", "2",
+            "--label-smoothing", "0.1", "--balance", "--views", "center", "flip",
+            "--feature-cache", str(cache)]
+    _train([*args, "--out", str(out)], cwd=tmp_path)
     model, _, ckpt = load_model(out)
     assert len(ckpt["class_names"]) == 101 and model.classifier[1].out_features == 101
+    assert len(list(cache.glob("features-*.pt"))) == 3  # train center, train flip, test
+    _train([*args, "--out", str(tmp_path / "again.pth")], cwd=tmp_path)
+    assert len(list(cache.glob("features-*.pt"))) == 3
+    again, _, info = load_model(tmp_path / "again.pth")
+    assert info["info"]["results"] == ckpt["info"]["results"]
+    assert torch.equal(again.classifier[1].weight, model.classifier[1].weight)
+
+
+def test_balanced_class_weights_give_each_class_the_same_total_weight():
+    labels = torch.tensor([0] * 60 + [1] * 40 + [2] * 40)
+    weights = engine.balanced_class_weights(labels, num_classes=4)
+    totals = torch.stack([weights[c] * (labels == c).sum() for c in range(3)])
+    assert torch.allclose(totals, totals[0].expand(3)) and weights[3] == 0  # an absent class weighs nothing
+    every_class_present = engine.balanced_class_weights(labels, num_classes=3)
+    assert torch.isclose(every_class_present[labels].mean(), torch.tensor(1.0))  # the loss keeps its scale
 
 
 def test_cli_offline_without_mirror_fails_clearly(tmp_path):

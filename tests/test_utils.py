@@ -105,6 +105,21 @@ def test_wrong_class_names_file(saved):
         load_model(path, class_names=["pizza", "sushi", "steak"])
 
 
+def test_a_34_class_checkpoint_loaded_as_101_is_one_clear_error(tmp_path, shared_data):
+    names34 = sorted(json.loads((shared_data / "food101_34/food-101/meta/train.json").read_text()))
+    model, _ = create_model("effnet_lite0", num_classes=34, weights=None)
+    path = save_model(model, tmp_path, "big34.pth", names34)
+    all101 = (shared_data / "food101_classes.txt").read_text().split()
+    with pytest.raises(CheckpointError, match=r"class names do not match checkpoint .*big34.pth: got 101 names "
+                                              r".*checkpoint has 34") as e:
+        load_model(path, class_names=all101)
+    assert "\n" not in str(e.value)
+    path.with_suffix(".json").write_text(json.dumps({**json.loads(path.with_suffix(".json").read_text()),
+                                                     "class_names": all101}))  # 101 names, 34 outputs
+    with pytest.raises(CheckpointError, match="does not match architecture 'effnet_lite0' with 101 classes"):
+        load_model(path)
+
+
 def test_save_model_validates_name(saved, tmp_path):
     model, _ = saved
     with pytest.raises(ValueError, match=".pt"):

@@ -1,13 +1,13 @@
 """FoodVision Big's model: the int8 bundle beside this file, served by ONNX Runtime (no torch).
 
-The bundle records its architecture, its 34 class names (only the Food-101 classes it was trained
-on) and its open-set score; class_names.txt must list exactly the same names, or the demo refuses
-to start with a clear message. It was made from the repository root with:
-    python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_34 \
-        --class-names demos/foodvision_big/class_names.txt --label-smoothing 0.1 --epochs 10 \
-        --out checkpoints/effnet_lite0_foodvision_big.pth
+The bundle records its architecture, its 101 class names (Food-101's, in the dataset's order) and
+its open-set score; class_names.txt must list exactly the same names, or the demo refuses to start
+with a clear message. It was made from the repository root with:
+    python -m going_modular.train --arch effnet_lite0 --food101-root ../shared/data/food101_101 \
+        --class-names demos/foodvision_big/class_names.txt --balance --epochs 10 \
+        --feature-cache models/features --out checkpoints/effnet_lite0_foodvision_big.pth
     python -m going_modular.export --checkpoint checkpoints/effnet_lite0_foodvision_big.pth \
-        --out demos/foodvision_big/foodvision_big.int8.onnx
+        --out demos/foodvision_big/foodvision_big.int8.onnx --feature-cache models/features
 """
 from pathlib import Path
 

@@ -68,7 +68,7 @@ def _or_list(names: list[str]) -> str:
 
 
 def menu(class_names: list[str]) -> str:
-    """What the model knows, in words: "pizza, steak or sushi", or "one of the 34 foods this model knows"."""
+    """What the model knows, in words: "pizza, steak or sushi", or "one of the 101 foods this model knows"."""
     if len(class_names) <= 5:
         return _or_list([human(n) for n in class_names])
     return f"one of the {len(class_names)} foods this model knows"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from demo_support import ROOT, clean_env, free_port
+from benchmarks.support import ROOT, clean_env, free_port
 
 REDIS_SERVER = "redis-server"
 INSTALL_HINT = "install Debian's redis-server (`make setup`, or `apt-get install -y redis-server`)"
