@@ -39,19 +39,20 @@ def mini_client(mini_server):
 def test_named_predict_endpoint_is_published(mini_client):
     api = mini_client.view_api(print_info=False, return_format="dict")
     assert "/predict" in api["named_endpoints"]
-    assert len(api["named_endpoints"]["/predict"]["returns"]) == 3  # label, seconds, verdict
+    assert len(api["named_endpoints"]["/predict"]["returns"]) == 4  # label, seconds, verdict, model
 
 
 def test_real_test_images_get_their_label_with_high_confidence(mini_client, pss_dir):
     for cls, rel in PSS_TEST.items():
-        label, seconds, verdict = mini_client.predict(handle_file(pss_dir / "test" / rel), api_name="/predict")
+        label, seconds, verdict, model = mini_client.predict(handle_file(pss_dir / "test" / rel), api_name="/predict")
         assert label["label"] == cls and label["confidences"][0]["confidence"] > 0.95
         assert len(label["confidences"]) == 3 and re.fullmatch(r"\d+\.\d{3} s", seconds) and verdict.startswith(cls)
+        assert re.fullmatch(r"model [0-9a-f]{12} \(int8\) · prediction [0-9a-f]{16}", model)
 
 
 def test_every_user_format_is_predicted_over_http(mini_client, shared_data, tmp_path):
     for name, path in user_images(shared_data / "custom_images" / "pizza-dad.jpeg", tmp_path).items():
-        label, _, verdict = mini_client.predict(handle_file(path), api_name="/predict")
+        label, _, verdict, _ = mini_client.predict(handle_file(path), api_name="/predict")
         if name != "tiny.png":  # 8x8 pixels: a prediction, but no food left to recognise
             assert label["label"] == "pizza", name
 
@@ -62,7 +63,7 @@ def test_bad_inputs_get_a_clear_message_not_a_traceback(mini_server, mini_client
             mini_client.predict(None if path is None else handle_file(path), api_name="/predict")
     # The server keeps serving, and logged no traceback for the users' mistakes.
     sushi = ROOT / "demos/foodvision_mini/examples/sushi.jpg"
-    label, _, _ = mini_client.predict(handle_file(sushi), api_name="/predict")
+    label, *_ = mini_client.predict(handle_file(sushi), api_name="/predict")
     assert label["label"] == "sushi"
     assert "Traceback" not in mini_server.log()
 
@@ -77,7 +78,7 @@ def test_oversized_upload_is_refused_before_it_reaches_the_model(mini_client, tm
 
 def test_another_dish_is_something_else(mini_client, shared_data):
     image = shared_data / NOT_PIZZA_STEAK_SUSHI[0]
-    _, _, verdict = mini_client.predict(handle_file(image), api_name="/predict")
+    _, _, verdict, _ = mini_client.predict(handle_file(image), api_name="/predict")
     assert verdict.startswith("Not pizza, steak or sushi — looks like something else")
 
 
@@ -116,7 +117,7 @@ def test_big_serves_top5_and_deletes_uploads_at_shutdown(shared_data, tmp_path):
     with running_app(["demos/foodvision_big/app.py"], env=env, port=port) as app:
         client = Client(app.url, verbose=False)
         hamburger = shared_data / "food101_mini/food-101/images/hamburger/2361393.jpg"
-        label, _, verdict = client.predict(handle_file(hamburger), api_name="/predict")
+        label, _, verdict, _ = client.predict(handle_file(hamburger), api_name="/predict")
         assert label["label"] == "hamburger" and len(label["confidences"]) == 5 and verdict.startswith("hamburger")
         with pytest.raises(AppError, match="No image provided"):
             client.predict(None, api_name="/predict")
