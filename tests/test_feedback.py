@@ -152,3 +152,15 @@ def test_the_answer_says_which_model_answered(mini_app, photos):
     probs, seconds = mini_app.predict(str(photos["sushi"]))
     assert next(iter(probs)) == "sushi" and isinstance(seconds, float)
     assert json.dumps(record)  # a log line
+
+
+def test_a_report_names_its_prediction_by_id_among_the_latest(mini_app, photos):
+    recent = gradio_app.RecentPredictions(size=2)
+    lasts = [answer(mini_app, photos[cls]) for cls in ("pizza", "steak", "sushi")]
+    for last in lasts:
+        recent.add(last)
+    assert recent.lookup(gradio_app.model_line(mini_app.predictor, lasts[2]["id"])) is lasts[2]  # the page's line
+    assert recent.lookup(lasts[1]["id"]) is lasts[1]  # or the bare id (API clients)
+    assert recent.lookup("") is None and recent.lookup(None) is None  # nothing predicted yet
+    with pytest.raises(FeedbackError, match=f"prediction {lasts[0]['id']} is not one of this demo's latest 2"):
+        recent.lookup(lasts[0]["id"])  # the oldest, forgotten

@@ -10,7 +10,10 @@ import argparse
 import logging
 import math
 import os
+import re
 import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -37,6 +40,9 @@ FEEDBACK_NOTICE = ("Sending feedback **stores your photo on this server**, with 
                    "choice, so that the model's mistakes can be checked and fixed. Nothing is stored unless you "
                    "press *Send feedback*; don't send a photo you want to keep private.")
 FROM_ENV = "from the environment"  # build_demo's default log and feedback folder
+# The latest predictions a "Wrong? Tell us" report can name (their photos are Gradio's uploads, kept 10 minutes).
+RECENT_PREDICTIONS = 1000
+PREDICTION_ID = re.compile(r"(?:^|prediction )([0-9a-f]{16})$")
 log = logging.getLogger(__name__)
 
 
@@ -122,6 +128,37 @@ def model_line(predictor: Predictor, prediction_id: str | None = None) -> str:
     the web service's answers and every log line) and this prediction's id (its log record's)."""
     line = f"model {predictor.model_id} ({predictor.precision})"
     return line if prediction_id is None else f"{line} · prediction {prediction_id}"
+
+
+class RecentPredictions:
+    """The demo's latest predictions by id, {"image", **log record}, the oldest forgotten past `size`:
+    what a report of one needs. Kept here rather than in a gr.State, which would make every
+    browser and gradio_client hold a heartbeat connection open (and delay shutdown past Gradio's
+    5 s, so the uploads would not be deleted)."""
+
+    def __init__(self, size: int = RECENT_PREDICTIONS):
+        self.size = size
+        self._items: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()  # Gradio runs event functions in a thread pool
+
+    def add(self, last: dict) -> None:
+        with self._lock:
+            self._items[last["id"]] = last
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def lookup(self, shown: str | None) -> dict | None:
+        """The prediction that `shown` (the page's Model line, or a bare prediction id) names;
+        None when it names none (nothing predicted yet). FeedbackError for an id not (or no longer) kept."""
+        match = PREDICTION_ID.search((shown or "").strip())
+        if match is None:
+            return None
+        with self._lock:
+            last = self._items.get(match.group(1))
+        if last is None:
+            raise FeedbackError(f"prediction {match.group(1)} is not one of this demo's latest {self.size}: "
+                                "predict the photo again, then send the feedback")
+        return last
 
 
 def send_feedback(store: FeedbackStore, last: dict | None, correction: str | None, class_names: list[str]) -> str:
@@ -215,8 +252,8 @@ def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir:
 
     prediction_log: where each prediction is logged (default: $FOODVISION_PREDICTION_LOG, off when
     unset). feedback: the "Wrong? Tell us" dataset (default: $FOODVISION_FEEDBACK_DIR or ./flagged;
-    None: no feedback control), also the named endpoint "/feedback" (the correction; the photo
-    and prediction are the session's last).
+    None: no feedback control), also the named endpoint "/feedback" (the Model line or the
+    prediction id, and the correction: a class name, its human name or "not_food").
     """
     examples = [str(p) for p in sorted(Path(examples_dir).iterdir()) if p.is_file()]
     if prediction_log == FROM_ENV:
@@ -227,10 +264,19 @@ def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir:
         except FeedbackError as e:
             raise StartupError(f"FoodVision demo cannot start: {e}") from e
 
+    recent = RecentPredictions()
+
     def show(image):  # not "predict": that name belongs to the API endpoint below
         result, record = predict_and_record(predictor, image, top_k, prediction_log)
-        last = {"image": image, **record}  # what a feedback report of this answer needs
-        return (*present(result, predictor.class_names, threshold), model_line(predictor, record["id"]), last)
+        recent.add({"image": image, **record})  # what a feedback report of this answer needs
+        return (*present(result, predictor.class_names, threshold), model_line(predictor, record["id"]))
+
+    def report(shown, correction):
+        try:
+            last = recent.lookup(shown)
+        except FeedbackError as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        return send_feedback(feedback, last, correction, predictor.class_names)
 
     if examples:
         present(classify(predictor, examples[0], top_k), predictor.class_names, threshold)  # warm-up, not logged
@@ -239,8 +285,7 @@ def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir:
     label = gr.Label(num_top_classes=top_k, label=f"Top {top_k} predictions", show_heading=False, render=False)
     seconds = gr.Textbox(label="Prediction time", interactive=False, render=False)
     model = gr.Textbox(label="Model", interactive=False, render=False)
-    last = gr.State(None)  # this session's last prediction: what "Wrong? Tell us" reports (not in the API)
-    outputs = [label, seconds, answer, model, last]
+    outputs = [label, seconds, answer, model]
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}")
         with gr.Row(equal_height=False):
@@ -256,16 +301,18 @@ def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir:
                 if feedback is not None:
                     with gr.Accordion("Wrong? Tell us", open=False):
                         gr.Markdown(FEEDBACK_NOTICE)
-                        dish = gr.Dropdown(choices(predictor.class_names), value=None, label="What is it really?")
+                        # Custom values reach send_feedback, which names what is wrong in one line (Gradio's
+                        # own check would log a traceback) and accepts human spellings from API clients.
+                        dish = gr.Dropdown(choices(predictor.class_names), value=None, label="What is it really?",
+                                           allow_custom_value=True)
                         send = gr.Button("Send feedback")
                         thanks = gr.Markdown()
         gr.Markdown(f"{description}\n\n{article}")
         gr.on([image.upload, submit.click], show, inputs=image, outputs=outputs, api_name="predict")
         image.clear(lambda: (None,) * len(outputs), outputs=outputs, api_name=False)
         if feedback is not None:
-            send.click(lambda last, correction: send_feedback(feedback, last, correction, predictor.class_names),
-                       inputs=[last, dish], outputs=thanks, api_name="feedback")
-            last.change(lambda: (None, ""), outputs=[dish, thanks], api_name=False)  # a new answer, a new report
+            send.click(report, inputs=[model, dish], outputs=thanks, api_name="feedback")
+            model.change(lambda: (None, ""), outputs=[dish, thanks], api_name=False)  # a new answer, a new report
     refuse_foreign_paths(demo)
     return demo
 
