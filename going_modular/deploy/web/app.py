@@ -9,6 +9,8 @@ Concurrent requests share forward passes (batching.MicroBatcher); beyond max_que
 progress a request waits up to queue_wait_s for a slot (admission.Admission), then gets a 503 with
 Retry-After, and a request not answered within deadline_s gets a 503 too.
 Every error body is {"detail": "..."} (schema.Error).
+Every answer names its model (model_id, precision) and its request (request_id = X-Request-ID);
+GET /metrics is web/metrics.py; with settings.prediction_log each prediction is one log record.
 `python -m going_modular.deploy.web` (web/__main__.py) runs it under uvicorn.
 """
 from __future__ import annotations
