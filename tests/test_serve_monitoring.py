@@ -5,7 +5,9 @@ but the log (serving goes on, /health/ready says so)."""
 from __future__ import annotations
 
 import re
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,3 +128,22 @@ def test_metrics_off(photos):
         answer = client.post("/predict", files={"file": ("a.jpg", photos[0][1], "image/jpeg")}).json()
         assert answer["model_id"] and answer["request_id"]
         assert client.get("/health/ready").json()["prediction_log"] is None
+
+
+def metrics_folder(pid: int) -> Path:
+    """The PROMETHEUS_MULTIPROC_DIR a server process uses: where its mapped metric files lie."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    folders = {Path(line.split()[-1]).parent for line in maps if line.endswith(".db") and "foodvision-metrics-" in line}
+    assert len(folders) == 1, maps
+    return folders.pop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_metrics_folder_is_removed_when_the_server_stops(photos, signum):
+    with serve_in_subprocess() as server, httpx.Client(base_url=server.url, timeout=120) as client:
+        assert client.post("/predict", files={"file": ("a.jpg", photos[0][1], "image/jpeg")}).status_code == 200
+        folder = metrics_folder(server.proc.pid)
+        assert any(folder.glob("counter_*.db"))
+        server.proc.send_signal(signum)
+        server.proc.wait(timeout=60)
+    assert not folder.exists()

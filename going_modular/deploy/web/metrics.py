@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -133,11 +134,21 @@ def multiprocess_dir(check_every_s: float = 2.0) -> Iterator[Path]:
                 except PermissionError:
                     pass
 
+    def terminated(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    # uvicorn handles SIGTERM while it serves, then re-raises it to the handler it found: the default
+    # one would end the process without running the cleanup below.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
     watcher = threading.Thread(target=mark_dead, name="metrics-dead-workers", daemon=True)
     watcher.start()
     try:
         yield folder
     finally:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, previous)
         stop.set()
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
