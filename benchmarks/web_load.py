@@ -218,7 +218,7 @@ def no_backoff_table(server, photos: list[Path], levels: list[int], seconds: flo
 
 
 MONITORING_COLUMNS = ("round", "monitoring", "accepted req/s", "p50 ms", "p99 ms", "status codes", "logged",
-                      "on / off")
+                      "server CPU ms / accepted", "on / off", "CPU on / off")
 
 
 def scrape_metrics(url: str, seconds: float) -> int:
@@ -251,14 +251,20 @@ def monitoring_cost(images: list[bytes], clients: int, seconds: float, repeats: 
                 with serve_in_subprocess(args=(*server_args, *flags), cwd=root) as server, \
                         ProcessPoolExecutor(1) as pool:
                     scrapes = pool.submit(scrape_metrics, server.url, seconds) if on else None
+                    cpu = cpu_seconds(server.proc.pid)
                     row = asyncio.run(run_level(server.url, images, clients, seconds))
+                    cpu = cpu_seconds(server.proc.pid) - cpu
                     if scrapes is not None and scrapes.result() < 1:
                         raise RuntimeError("/metrics did not answer during the run")
+                accepted = row["accepted req/s"] * seconds
                 row.update({"round": k + 1, "monitoring": "on" if on else "off",
+                            "server CPU ms / accepted": cpu * 1000 / max(accepted, 1),
                             "logged": len(read_log(log).records) if on else "-"})
             pair[on] = row
-            print(markdown_table([row], MONITORING_COLUMNS[:-1], digits=1).splitlines()[-1], flush=True)
+            print(markdown_table([row], MONITORING_COLUMNS[:-2], digits=1).splitlines()[-1], flush=True)
         pair[True]["on / off"] = f"{pair[True]['accepted req/s'] / pair[False]['accepted req/s']:.3f}"
+        cpu_ratio = pair[True]["server CPU ms / accepted"] / pair[False]["server CPU ms / accepted"]
+        pair[True]["CPU on / off"] = f"{cpu_ratio:.3f}"
         rows += [pair[False], pair[True]]
     return rows
 
@@ -302,10 +308,12 @@ def main(argv=None) -> int:
         clients = (args.levels or [50])[0]
         rows = monitoring_cost(images, clients, args.seconds, args.repeats, server_args, args.server_root)
         ratios = sorted(float(r["on / off"]) for r in rows if r.get("on / off"))
+        cpu_ratios = sorted(float(r["CPU on / off"]) for r in rows if r.get("CPU on / off"))
         print(f"\n{clients} clients, {args.seconds:g} s a run, {args.server_args or '(default settings)'}\n")
         print(markdown_table(rows, MONITORING_COLUMNS, digits=1))
         print(f"\nmedian on/off throughput ratio: {ratios[len(ratios) // 2]:.3f} "
-              f"(cost {1 - ratios[len(ratios) // 2]:.1%})")
+              f"(cost {1 - ratios[len(ratios) // 2]:.1%}); median on/off server CPU per accepted request: "
+              f"{cpu_ratios[len(cpu_ratios) // 2]:.3f}")
         return 0
     args.levels = args.levels or [1, 50, 200]
     offline = offline_throughput(images)

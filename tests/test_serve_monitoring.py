@@ -4,8 +4,11 @@ the prediction log gets one record per prediction, and a log that cannot be writ
 but the log (serving goes on, /health/ready says so)."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,3 +129,45 @@ def test_metrics_off(photos):
         answer = client.post("/predict", files={"file": ("a.jpg", photos[0][1], "image/jpeg")}).json()
         assert answer["model_id"] and answer["request_id"]
         assert client.get("/health/ready").json()["prediction_log"] is None
+
+
+def metrics_folder(pid: int) -> Path:
+    """The PROMETHEUS_MULTIPROC_DIR a server process uses: where its mapped metric files lie."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    folders = {Path(line.split()[-1]).parent for line in maps if line.endswith(".db") and "foodvision-metrics-" in line}
+    assert len(folders) == 1, maps
+    return folders.pop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_metrics_folder_is_removed_when_the_server_stops(photos, signum):
+    with serve_in_subprocess() as server, httpx.Client(base_url=server.url, timeout=120) as client:
+        assert client.post("/predict", files={"file": ("a.jpg", photos[0][1], "image/jpeg")}).status_code == 200
+        folder = metrics_folder(server.proc.pid)
+        assert any(folder.glob("counter_*.db"))
+        server.proc.send_signal(signum)
+        server.proc.wait(timeout=60)
+    assert not folder.exists()
+
+
+def test_a_killed_worker_is_marked_dead_and_its_counts_are_kept(photos):
+    """SIGKILL one of two workers: uvicorn starts another, the supervisor marks the dead one (its
+    live gauge file goes), and what it counted still adds up in /metrics."""
+    with serve_in_subprocess(args=("--workers", "2")) as server:
+        sent = 0
+        workers = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
+        folder = metrics_folder(workers[-1])
+        while not all((folder / f"counter_{pid}.db").exists() for pid in workers[-2:]) and sent < 60:
+            with httpx.Client(base_url=server.url, timeout=120) as client:  # a new connection: either worker
+                assert client.post("/predict", files={"file": ("a.jpg", photos[0][1], "image/jpeg")}).status_code == 200
+            sent += 1
+        victim = next(pid for pid in workers[-2:] if (folder / f"counter_{pid}.db").exists())
+        assert (folder / f"gauge_livesum_{victim}.db").exists()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (folder / f"gauge_livesum_{victim}.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not (folder / f"gauge_livesum_{victim}.db").exists()
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            text = client.get("/metrics").text
+        assert sum(metric_values(text, "foodvision_predictions_total").values()) == sent

@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -133,11 +134,32 @@ def multiprocess_dir(check_every_s: float = 2.0) -> Iterator[Path]:
                 except PermissionError:
                     pass
 
+    def terminated(signum, _frame):
+        raise _Terminated
+
+    # uvicorn handles SIGTERM while it serves, then re-raises it to the handler it found: the default
+    # one would end the process without running the cleanup below. So ours cleans up first, then
+    # dies of SIGTERM all the same (the exit status still says what stopped the server).
+    previous = signal.getsignal(signal.SIGTERM)
+    ours = previous is signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+    if ours:
+        signal.signal(signal.SIGTERM, terminated)
     watcher = threading.Thread(target=mark_dead, name="metrics-dead-workers", daemon=True)
     watcher.start()
+    killed = False
     try:
         yield folder
+    except _Terminated:
+        killed = True
     finally:
+        if ours:
+            signal.signal(signal.SIGTERM, previous)
         stop.set()
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
+    if killed:
+        signal.raise_signal(signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM reached the supervisor: leave the `with` (cleaning up) before dying of it."""
