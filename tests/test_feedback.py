@@ -164,3 +164,10 @@ def test_a_report_names_its_prediction_by_id_among_the_latest(mini_app, photos):
     assert recent.lookup("") is None and recent.lookup(None) is None  # nothing predicted yet
     with pytest.raises(FeedbackError, match=f"prediction {lasts[0]['id']} is not one of this demo's latest 2"):
         recent.lookup(lasts[0]["id"])  # the oldest, forgotten
+
+
+def test_a_prediction_id_that_is_a_path_is_refused(mini_app, photos, tmp_path):
+    last = {**answer(mini_app, photos["pizza"]), "id": "../../etc/cron.d/x"}
+    with pytest.raises(FeedbackError, match="is not a plain id"):
+        FeedbackStore(tmp_path / "flagged").save(last, "pizza", mini_app.predictor.class_names)
+    assert not (tmp_path / "etc").exists() and FeedbackStore(tmp_path / "flagged").records() == []

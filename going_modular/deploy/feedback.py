@@ -27,6 +27,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,7 @@ RECORDS = "feedback.jsonl"
 IMAGES = "images"
 # What a report copies from the prediction it corrects (the demo's prediction-log record).
 PREDICTION_FIELDS = ("id", "model_id", "precision", "label", "prob", "top3", "known", "ood_score")
+PLAIN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff",
               "MPO": ".jpg"}
 
@@ -158,7 +160,7 @@ class FeedbackStore:
         data, ext = image_bytes(prediction["image"])
         moment = datetime.fromtimestamp(time.time() if when is None else when, timezone.utc)
         pid = str(prediction["id"])
-        if not pid.replace("-", "").isalnum():  # the id names a file: never a path
+        if not PLAIN_ID.fullmatch(pid):  # the id names the photo's file: never a path
             raise FeedbackError(f"prediction id {pid!r} is not a plain id")
         image_rel = f"{IMAGES}/{pid}{ext}"
         record = {"time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
