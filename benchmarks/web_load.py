@@ -4,6 +4,7 @@
     python -m benchmarks.web_load --seconds 10 --levels 1 50
     python -m benchmarks.web_load --no-backoff          # 8, 32, 50, 200 wrk connections that retry at once
     python -m benchmarks.web_load --no-backoff --server-args "--workers 2 --threads 1" --levels 32 200
+    python -m benchmarks.web_load --monitoring-cost --repeats 3   # /metrics + prediction log on vs off
 
 Each client (an asyncio task holding one keep-alive connection) posts real JPEGs to /predict in
 a loop; a 503 is honoured by sleeping its Retry-After, as a well-behaved client does. A separate
@@ -18,6 +19,10 @@ sends the next request the moment an answer arrives, 503 or not, rotating over t
 (benchmarks/wrk_predict.lua). Per level: accepted req/s and its ratio to the 32-connection level of
 the same run, 503/s, p50/p99 of accepted requests, status codes, wrk's socket errors and the slowest
 /health/live answer from the probing process.
+--monitoring-cost: what monitoring costs in throughput. The same 50-client run against a server
+with monitoring off (--no-metrics, no log) and on (GET /metrics, scraped every second as Prometheus
+would, at most, plus --prediction-log to a temporary file), back to back, --repeats times, in
+alternating order; per pair the on/off ratio of accepted req/s, and their median.
 Timings depend on the machine and whatever else runs on it.
 """
 from __future__ import annotations
@@ -212,6 +217,58 @@ def no_backoff_table(server, photos: list[Path], levels: list[int], seconds: flo
     return rows
 
 
+MONITORING_COLUMNS = ("round", "monitoring", "accepted req/s", "p50 ms", "p99 ms", "status codes", "logged",
+                      "server CPU ms / accepted", "on / off", "CPU on / off")
+
+
+def scrape_metrics(url: str, seconds: float) -> int:
+    """GET /metrics every second for `seconds` (a Prometheus scraping hard): how many scrapes answered 200."""
+    host, port = url.rstrip("/").rsplit("/", 1)[1].split(":")
+    ok, stop = 0, time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        ok += response.status == 200 and b"foodvision_predictions_total" in response.read()
+        conn.close()
+        time.sleep(1.0)
+    return ok
+
+
+def monitoring_cost(images: list[bytes], clients: int, seconds: float, repeats: int, server_args: tuple,
+                    root: Path) -> list[dict]:
+    import tempfile
+
+    from going_modular.deploy.monitor.log import read_log
+
+    rows = []
+    for k in range(repeats):
+        pair = {}
+        for on in ((False, True) if k % 2 == 0 else (True, False)):
+            with tempfile.TemporaryDirectory() as tmp:
+                log = Path(tmp) / "predictions.jsonl"
+                flags = ("--prediction-log", str(log)) if on else ("--no-metrics",)
+                with serve_in_subprocess(args=(*server_args, *flags), cwd=root) as server, \
+                        ProcessPoolExecutor(1) as pool:
+                    scrapes = pool.submit(scrape_metrics, server.url, seconds) if on else None
+                    cpu = cpu_seconds(server.proc.pid)
+                    row = asyncio.run(run_level(server.url, images, clients, seconds))
+                    cpu = cpu_seconds(server.proc.pid) - cpu
+                    if scrapes is not None and scrapes.result() < 1:
+                        raise RuntimeError("/metrics did not answer during the run")
+                accepted = row["accepted req/s"] * seconds
+                row.update({"round": k + 1, "monitoring": "on" if on else "off",
+                            "server CPU ms / accepted": cpu * 1000 / max(accepted, 1),
+                            "logged": len(read_log(log).records) if on else "-"})
+            pair[on] = row
+            print(markdown_table([row], MONITORING_COLUMNS[:-2], digits=1).splitlines()[-1], flush=True)
+        pair[True]["on / off"] = f"{pair[True]['accepted req/s'] / pair[False]['accepted req/s']:.3f}"
+        cpu_ratio = pair[True]["server CPU ms / accepted"] / pair[False]["server CPU ms / accepted"]
+        pair[True]["CPU on / off"] = f"{cpu_ratio:.3f}"
+        rows += [pair[False], pair[True]]
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     return markdown_table(rows, COLUMNS, digits=1)
 
@@ -224,6 +281,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-backoff", action="store_true",
                         help="wrk clients that retry at once instead of honouring Retry-After")
     add_data_args(parser, batch_size=False)
+    parser.add_argument("--monitoring-cost", action="store_true",
+                        help="50 clients (or --levels N), monitoring off vs on, back to back (--repeats pairs)")
+    parser.add_argument("--repeats", type=int, default=3, help="--monitoring-cost: off/on pairs")
     parser.add_argument("--server-args", default="", help="extra flags for going_modular.deploy.serve, one string")
     parser.add_argument("--server-root", type=Path, default=ROOT,
                         help="the checkout whose server is measured (another one: before/after in one run)")
@@ -243,8 +303,19 @@ def main(argv=None) -> int:
         print(f"\n{args.server_root} {args.server_args or '(default settings)'}, {len(photos)} photos\n")
         print(markdown_table(rows, NO_BACKOFF_COLUMNS, digits=1))
         return 0
-    args.levels = args.levels or [1, 50, 200]
     images = sample_jpegs(download_data(COURSE_DATA_URL, args.data), 150)
+    if args.monitoring_cost:
+        clients = (args.levels or [50])[0]
+        rows = monitoring_cost(images, clients, args.seconds, args.repeats, server_args, args.server_root)
+        ratios = sorted(float(r["on / off"]) for r in rows if r.get("on / off"))
+        cpu_ratios = sorted(float(r["CPU on / off"]) for r in rows if r.get("CPU on / off"))
+        print(f"\n{clients} clients, {args.seconds:g} s a run, {args.server_args or '(default settings)'}\n")
+        print(markdown_table(rows, MONITORING_COLUMNS, digits=1))
+        print(f"\nmedian on/off throughput ratio: {ratios[len(ratios) // 2]:.3f} "
+              f"(cost {1 - ratios[len(ratios) // 2]:.1%}); median on/off server CPU per accepted request: "
+              f"{cpu_ratios[len(cpu_ratios) // 2]:.3f}")
+        return 0
+    args.levels = args.levels or [1, 50, 200]
     offline = offline_throughput(images)
     print(f"offline batch throughput (predict_batch, batch 32, same {len(images)} JPEGs): {offline:.1f} images/s")
     rows = []

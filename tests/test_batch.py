@@ -33,6 +33,7 @@ from going_modular.deploy.batch.job import (
     row_from_cells,
 )
 from going_modular.deploy.batch.local import score_folder
+from going_modular.deploy.monitor.log import read_log
 from going_modular.deploy.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +106,9 @@ def test_rows_are_what_the_predictor_answers_one_by_one(scored, predictor):
     root, output, _ = scored
     for r in read_csv(output)[::10]:
         if not r["error"]:
-            expected = result_row(r["path"], predictor.predict((root / r["path"]).read_bytes()))
+            answer = predictor.predict((root / r["path"]).read_bytes())
+            expected = result_row(r["path"], {**answer, "model_id": predictor.model_id,
+                                              "precision": predictor.precision})
             assert {**r, "seconds": ""} == {**csv_cells(expected), "seconds": ""}
 
 
@@ -348,3 +351,44 @@ def test_batch_module_imports_neither_ray_nor_torch():
             "print(sorted(m for m in ('ray', 'torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prediction_log_gets_one_record_per_scored_row_with_the_model_id(pss_dir, predictor, tmp_path):
+    """--prediction-log: one JSON line per prediction (not for unreadable files), id = the row's path,
+    the model's id and the image statistics; the CSV names the same model on every row."""
+    root = link_tree(pss_dir / "test", tmp_path / "input", limit=4)
+    (root / "pizza" / "empty.jpg").write_bytes(b"")
+    output, log = tmp_path / "predictions.csv", tmp_path / "log" / "predictions.jsonl"
+    assert main(["--input", str(root), "--output", str(output), "--prediction-log", str(log), "--no-progress"]) == 0
+    rows = read_csv(output)
+    good = [r for r in rows if not r["error"]]
+    assert len(rows) == 13 and len(good) == 12
+    assert {(r["model_id"], r["precision"]) for r in good} == {(predictor.model_id, predictor.precision)}
+    records = read_log(log).records
+    assert sorted(r["id"] for r in records) == sorted(r["path"] for r in good)
+    by_id = {r["id"]: r for r in records}
+    for row in good:
+        record = by_id[row["path"]]
+        assert record["mode"] == "batch" and record["model_id"] == predictor.model_id
+        assert record["label"] == row["label"] and record["prob"] == pytest.approx(float(row["prob"]), abs=1e-4)
+        assert record["format"] == "JPEG" and record["width"] > 0 and 0 < record["brightness"] < 255
+
+
+def test_an_output_from_before_the_model_columns_still_resumes(pss_dir, predictor, tmp_path):
+    """A CSV written without model_id/precision is resumed (its rows kept, their model unknown: empty)
+    and rewritten with every column."""
+    from going_modular.deploy.batch.job import LEGACY_FIELDS
+
+    root = link_tree(pss_dir / "test", tmp_path / "input", limit=2)
+    output = tmp_path / "predictions.csv"
+    score_folder(predictor, root, output, progress=False)
+    rows = read_csv(output)
+    with open(output, "w", newline="", encoding="utf-8") as f:  # as an older version wrote it, one row short
+        writer = csv.DictWriter(f, fieldnames=LEGACY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[1:])
+    summary = score_folder(predictor, root, output, progress=False)
+    assert summary["scored"] == 1 and summary["skipped"] == len(rows) - 1
+    again = {r["path"]: r for r in read_csv(output)}
+    assert again[rows[0]["path"]]["model_id"] == predictor.model_id
+    assert all(again[r["path"]]["model_id"] == "" for r in rows[1:])

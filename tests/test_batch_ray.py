@@ -15,6 +15,7 @@ from going_modular.deploy.batch import job
 from going_modular.deploy.batch.job import BatchError, read_output
 from going_modular.deploy.batch.local import score_folder
 from going_modular.deploy.batch.ray_engine import pool_size, score_folder_ray
+from going_modular.deploy.monitor.log import read_log
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, load_predictor
 
 ray = pytest.importorskip("ray")
@@ -106,13 +107,21 @@ def test_pool_leaves_a_cpu_for_the_read_tasks():
 
 def test_cli_runs_on_a_running_cluster_from_a_uri(ray_session, folder, local_rows, tmp_path):
     """--engine ray --address: the CLI joins a cluster (the module's Ray), ships the package and
-    the model to it, and reads the input through pyarrow (file:// here; s3:// and gs:// alike)."""
-    output = tmp_path / "predictions.csv"
+    the model to it, and reads the input through pyarrow (file:// here; s3:// and gs:// alike).
+    --prediction-log: the driver logs what the actors scored, one record per row, with the model id."""
+    output, log = tmp_path / "predictions.csv", tmp_path / "predictions.jsonl"
     run = subprocess.run([sys.executable, "-m", "going_modular.deploy.batch_predict", "--engine", "ray",
                           "--address", ray_session, "--input", (folder / "steak").as_uri(), "--output", str(output),
-                          "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          "--no-progress", "--prediction-log", str(log)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "scored 59 images (1 unreadable" in run.stdout
     assert_same_rows(read_output(output), {n.removeprefix("steak/"): {**r, "path": n.removeprefix("steak/")}
                                            for n, r in local_rows.items() if n.startswith("steak/")})
+    records = read_log(log).records
+    good = {r["path"]: r for r in read_output(output) if not r["error"]}
+    assert sorted(r["id"] for r in records) == sorted(good) and len(records) == 58
+    predictor = load_predictor(DEFAULT_BUNDLE)
+    for record in records:
+        assert record["mode"] == "batch" and record["model_id"] == good[record["id"]]["model_id"] == predictor.model_id
+        assert record["label"] == good[record["id"]]["label"] and record["format"] == "JPEG"

@@ -5,13 +5,17 @@ Screenshots go to test-artifacts/ (gitignored) for a human to look at.
 """
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from demo_support import ROOT, free_port, non_food_photo, running_app
+from demo_support import ROOT, clean_env, free_port, non_food_photo, running_app
 from playwright.sync_api import expect, sync_playwright
+
+from going_modular.deploy.monitor.log import read_log
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -19,9 +23,13 @@ PREDICTION_TIMEOUT_MS = 120_000  # the first prediction warms the model up on a 
 
 
 @pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    with running_app(["demos/foodvision_mini/app.py", "--port", str(port)], port=port) as app:
+def server(tmp_path_factory):
+    """The demo, writing its prediction log and its feedback dataset into `app.monitoring`."""
+    port, monitoring = free_port(), tmp_path_factory.mktemp("monitoring")
+    env = clean_env(FOODVISION_PREDICTION_LOG=str(monitoring / "predictions.jsonl"),
+                    FOODVISION_FEEDBACK_DIR=str(monitoring / "flagged"))
+    with running_app(["demos/foodvision_mini/app.py", "--port", str(port)], env=env, port=port) as app:
+        app.monitoring = monitoring
         yield app
 
 
@@ -109,3 +117,35 @@ def test_uploading_a_non_image_shows_a_clear_message(page, tmp_path):
     expect(toast).to_contain_text("not an image we can read", timeout=PREDICTION_TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "foodvision_mini_bad_upload.png")  # the viewport: where the toast floats
+
+
+def test_wrong_tell_us_saves_the_photo_the_answer_and_the_correction(page, server):
+    page.locator("button.gallery-item").nth(1).click()  # steak
+    wait_for_label(page, "steak")
+    model = page.get_by_label("Model")
+    expect(model).to_have_value(re.compile(r"^model [0-9a-f]{12} \(int8\) · prediction [0-9a-f]{16}$"))
+    model_id, prediction_id = model.input_value().split()[1], model.input_value().split()[-1]
+
+    page.get_by_text("Wrong? Tell us").click()
+    expect(page.get_by_text("stores your photo on this server")).to_be_visible()  # said before anything is sent
+    page.get_by_label("What is it really?").click()
+    page.get_by_role("option", name="sushi", exact=True).click()
+    page.get_by_role("button", name="Send feedback").click()
+    expect(page.get_by_text("Thanks! Saved")).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "foodvision_mini_feedback.png", full_page=True)
+
+    flagged = server.monitoring / "flagged"
+    (report,) = [json.loads(line) for line in (flagged / "feedback.jsonl").read_text().splitlines()]
+    assert (report["id"], report["label"], report["correction"]) == (prediction_id, "steak", "sushi")
+    assert report["model_id"] == model_id and report["precision"] == "int8"
+    example = ROOT / "demos/foodvision_mini/examples/steak.jpg"
+    assert (flagged / report["image"]).read_bytes() == example.read_bytes()
+    deadline = time.monotonic() + 10  # the log is written off the serving path, within a second
+    logged = []
+    while prediction_id not in {r["id"] for r in logged} and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (server.monitoring / "predictions.jsonl").is_file():
+            logged = read_log(server.monitoring / "predictions.jsonl").records
+    (record,) = [r for r in logged if r["id"] == prediction_id]  # the report joins its prediction
+    assert (record["mode"], record["label"], record["model_id"]) == ("demo", "steak", model_id)

@@ -34,7 +34,7 @@ def test_packaged_mini_space_runs_standalone(tmp_path, pss_dir):
     assert where.stdout.strip() == str(space / "going_modular" / "__init__.py")
     port = free_port()
     with running_app(["app.py", "--port", str(port)], cwd=space, port=port) as app:
-        label, _, _ = Client(app.url, verbose=False).predict(handle_file(pss_dir / "test/steak/3063435.jpg"),
+        label, *_ = Client(app.url, verbose=False).predict(handle_file(pss_dir / "test/steak/3063435.jpg"),
                                                              api_name="/predict")
         assert label["label"] == "steak"
     assert app.proc.returncode == 0 and "Traceback" not in app.log()

@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 EXPECTED = ["00_setup", "01_data", "02_effnetb2_feature_extractor", "03_vit_feature_extractor",
             "04_effnet_lite_feature_extractor", "05_timed_predictions", "06_model_comparison",
-            "07_foodvision_mini_gradio", "08_foodvision_big", "09_deployment_modes"]
+            "07_foodvision_mini_gradio", "08_foodvision_big", "09_deployment_modes", "10_monitoring"]
 LOCAL_PATH = re.compile(r"(?<![\w.])/(work|root|home|tmp|Users)/")
 
 

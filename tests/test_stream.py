@@ -14,6 +14,7 @@ from demo_support import proc_status_mb
 from PIL import Image
 
 from going_modular.deploy import cli
+from going_modular.deploy.monitor.log import read_log
 from going_modular.deploy.predictor import OnnxPredictor
 from going_modular.deploy.stream.__main__ import main
 from going_modular.deploy.stream.mjpeg import FrameTooLarge, iter_mjpeg
@@ -243,3 +244,22 @@ def test_corrupt_model_is_one_error_line(frame_dir, tmp_path, content):
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "is not a readable ONNX model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stream_lines_and_the_prediction_log_name_the_model(predictor, frame_dir, frames, tmp_path):
+    """--prediction-log on the frames CLI: one record per predicted frame (id: the frame index), and
+    every JSON line of --output carries model_id and precision."""
+    out, log = tmp_path / "out.jsonl", tmp_path / "predictions.jsonl"
+    assert main(["--source", str(frame_dir), "--fps", "0", "--block", "--output", str(out),
+                 "--prediction-log", str(log)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(frames)
+    assert {(r["model_id"], r["precision"]) for r in lines} == {(predictor.model_id, predictor.precision)}
+    records = read_log(log).records
+    assert sorted(r["id"] for r in records) == list(range(len(frames)))
+    for record in records:
+        line = lines[record["id"]]
+        assert record["mode"] == "stream" and record["model_id"] == predictor.model_id
+        assert record["label"] == line["label"] and record["prob"] == pytest.approx(line["prob"], abs=1e-4)
+        assert (record["width"], record["height"], record["format"]) == (320, 240, "JPEG")
+        assert record["latency"] > 0

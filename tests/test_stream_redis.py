@@ -14,6 +14,7 @@ from conftest import unavailable
 
 from benchmarks.redis_support import ConsumerProcess, RedisServer, pending, redis_server, redis_server_binary, wait_for
 from going_modular.deploy.bundle import model_id
+from going_modular.deploy.monitor.log import read_log
 from going_modular.deploy.predictor import DEFAULT_BUNDLE, OnnxPredictor
 from going_modular.deploy.scoring import score_sources
 from going_modular.deploy.stream.events import OUTPUT_FIELDS, handles, publish, read_results
@@ -277,3 +278,25 @@ def test_serving_wing_only_imports_redis_when_the_event_stream_runs():
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_consumer_writes_the_prediction_log(redis, photo_dir, predictor, tmp_path):
+    """--prediction-log on the event consumer: one record per result, id = the input message id."""
+    stream = "tlog:photos"
+    client = redis.client()
+    names = sorted(str(p.relative_to(photo_dir)) for p in photo_dir.rglob("*.jpg"))[:20]
+    publish(client, stream, [photo_dir / n for n in names])
+    log = tmp_path / "predictions.jsonl"
+    worker = consumer(redis, "logger", stream, tmp_path, "--until-drained", "--prediction-log", str(log))
+    try:
+        assert worker.wait(180) == 0, worker.log()
+    finally:
+        worker.close()
+    results = read_results(client, f"{stream}:out")
+    records = read_log(log).records
+    assert sorted(r["id"] for r in records) == sorted(results) and len(records) == 20
+    for record in records:
+        entry = results[record["id"]]
+        assert record["mode"] == "events" and record["model_id"] == entry["model_id"] == predictor.model_id
+        assert record["precision"] == predictor.precision
+        assert record["label"] == entry["label"] and record["format"] == "JPEG"

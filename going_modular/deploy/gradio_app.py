@@ -10,6 +10,10 @@ import argparse
 import logging
 import math
 import os
+import re
+import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -17,7 +21,10 @@ from gradio.exceptions import InvalidPathError
 from PIL import Image
 
 from going_modular.deploy.errors import UserError
+from going_modular.deploy.feedback import FeedbackError, FeedbackStore, choices, feedback_from_env, human
 from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.monitor.log import PredictionLog, log_from_env, prediction_record
+from going_modular.deploy.monitor.stats import predict_batch_with_stats
 from going_modular.deploy.predictor import Predictor, load_predictor
 
 DEFAULT_HOST = "127.0.0.1"
@@ -29,6 +36,13 @@ FOREIGN_PATH = "Only images uploaded to this demo can be predicted: upload the p
 # Uploads are Gradio temp files: every 10 minutes delete those older than 10 minutes (a phone
 # photo is 2-10 MB; a busy demo would otherwise fill the disk), and all of them at shutdown.
 DELETE_CACHE = (600, 600)
+FEEDBACK_NOTICE = ("Sending feedback **stores your photo on this server**, with the model's answer and your "
+                   "choice, so that the model's mistakes can be checked and fixed. Nothing is stored unless you "
+                   "press *Send feedback*; don't send a photo you want to keep private.")
+FROM_ENV = "from the environment"  # build_demo's default log and feedback folder
+# The latest predictions a "Wrong? Tell us" report can name (their photos are Gradio's uploads, kept 10 minutes).
+RECENT_PREDICTIONS = 1000
+PREDICTION_ID = re.compile(r"(?:^|prediction )([0-9a-f]{16})$")
 log = logging.getLogger(__name__)
 
 
@@ -49,11 +63,6 @@ def startup_predictor(bundle: str | os.PathLike, class_names_file: str | os.Path
         return load_predictor(bundle, class_names=class_names_file)
     except (UserError, OSError) as e:
         raise StartupError(f"FoodVision demo cannot start: {e}") from e
-
-
-def human(name: str) -> str:
-    """A class name as people write it: "ice_cream" -> "ice cream"."""
-    return name.replace("_", " ")
 
 
 def percent(prob: float) -> str:
@@ -85,6 +94,87 @@ def classify(predictor: Predictor, image, top_k: int) -> dict:
         return predictor.predict(image, top_k=top_k)
     except InvalidImageError as e:
         raise gr.Error(str(e), print_exception=False) from e
+
+
+def classify_with_stats(predictor: Predictor, image, top_k: int) -> tuple[dict, dict]:
+    """`classify` that also returns the image's statistics for the prediction log (one decode, one
+    forward pass; see monitor.stats)."""
+    try:
+        return predict_batch_with_stats(predictor, [image], top_k)[0]
+    except InvalidImageError as e:
+        raise gr.Error(str(e), print_exception=False) from e
+
+
+def predict_and_record(predictor: Predictor, image, top_k: int, prediction_log: PredictionLog | None = None,
+                       ) -> tuple[dict, dict]:
+    """One prediction of the demo, with its identity: (result, record).
+
+    record: its prediction-log record (mode "demo", a fresh `id` that a feedback report joins on,
+    the model's id and precision), queued on `prediction_log` when there is one (never waits
+    for the disk: PredictionLog.write only queues). Without a log no image statistics are taken.
+    """
+    if prediction_log is None:
+        result, stats = classify(predictor, image, top_k), None
+    else:
+        result, stats = classify_with_stats(predictor, image, top_k)
+    record = prediction_record(predictor, result, stats, mode="demo", id=secrets.token_hex(8))
+    if prediction_log is not None:
+        prediction_log.write(record)
+    return result, record
+
+
+def model_line(predictor: Predictor, prediction_id: str | None = None) -> str:
+    """Which model answered: "model 3f2a9c1d5e6f (int8) · prediction 9b1c...": the bundle's id (as in
+    the web service's answers and every log line) and this prediction's id (its log record's)."""
+    line = f"model {predictor.model_id} ({predictor.precision})"
+    return line if prediction_id is None else f"{line} · prediction {prediction_id}"
+
+
+class RecentPredictions:
+    """The demo's latest predictions by id, {"image", **log record}, the oldest forgotten past `size`:
+    what a report of one needs. Kept here rather than in a gr.State, which would make every
+    browser and gradio_client hold a heartbeat connection open (and delay shutdown past Gradio's
+    5 s, so the uploads would not be deleted)."""
+
+    def __init__(self, size: int = RECENT_PREDICTIONS):
+        self.size = size
+        self._items: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()  # Gradio runs event functions in a thread pool
+
+    def add(self, last: dict) -> None:
+        with self._lock:
+            self._items[last["id"]] = last
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def lookup(self, shown: str | None) -> dict | None:
+        """The prediction that `shown` (the page's Model line, or a bare prediction id) names;
+        None when it names none (nothing predicted yet). FeedbackError for an id not (or no longer) kept."""
+        match = PREDICTION_ID.search((shown or "").strip())
+        if match is None:
+            return None
+        with self._lock:
+            last = self._items.get(match.group(1))
+        if last is None:
+            raise FeedbackError(f"prediction {match.group(1)} is not one of this demo's latest {self.size}: "
+                                "predict the photo again, then send the feedback")
+        return last
+
+
+def send_feedback(store: FeedbackStore, last: dict | None, correction: str | None, class_names: list[str]) -> str:
+    """Save a "Wrong? Tell us" report of the last prediction (`last`: {"image", **its log record})
+    and say so; an unusable report (nothing predicted yet, an unknown dish, the photo gone) or a
+    folder that cannot be written raises gr.Error with one line."""
+    try:
+        record = store.save(last, correction, class_names)
+    except FeedbackError as e:
+        raise gr.Error(str(e), print_exception=False) from e
+    except OSError as e:
+        log.warning("feedback not saved in %s: %s", store.root, e)
+        raise gr.Error(f"Sorry, the feedback could not be saved on this server ({e.strerror or e}).",
+                       print_exception=False) from e
+    return (f"Thanks! Saved: the model said **{human(record['label'])}**, you say **{human(record['correction'])}** "
+            f"(prediction {record['id']}).")
 
 
 def verdict(result: dict, class_names: list[str], threshold: float) -> str:
@@ -149,27 +239,53 @@ def refuse_foreign_paths(demo: gr.Blocks) -> None:
 
 
 def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir: str | os.PathLike,
-               title: str, description: str, article: str) -> gr.Blocks:
+               title: str, description: str, article: str, prediction_log: PredictionLog | None | str = FROM_ENV,
+               feedback: FeedbackStore | None | str = FROM_ENV) -> gr.Blocks:
     """The demo page. Laid out for a phone first: the photo, the examples and then the verdict fit in
     a 390x844 screen; the description and the notes come below.
 
     A prediction runs on upload, on Submit and on a click on an example; its answer is the
-    top_k probabilities, the verdict and the prediction time, all empty until then. The same
-    function is the named API endpoint "/predict" (for `gradio_client`), returning
-    ({class: prob}, "0.012 s", verdict). The model is warmed up on the first example before serving.
+    top_k probabilities, the verdict, the prediction time and which model answered, all empty
+    until then. The same function is the named API endpoint "/predict" (for `gradio_client`),
+    returning ({class: prob}, "0.012 s", verdict, "model 3f2a9c1d5e6f (int8) · prediction 9b1c...").
+    The model is warmed up on the first example before serving.
+
+    prediction_log: where each prediction is logged (default: $FOODVISION_PREDICTION_LOG, off when
+    unset). feedback: the "Wrong? Tell us" dataset (default: $FOODVISION_FEEDBACK_DIR or ./flagged;
+    None: no feedback control), also the named endpoint "/feedback" (the Model line or the
+    prediction id, and the correction: a class name, its human name or "not_food").
     """
     examples = [str(p) for p in sorted(Path(examples_dir).iterdir()) if p.is_file()]
+    if prediction_log == FROM_ENV:
+        prediction_log = log_from_env()
+    if feedback == FROM_ENV:
+        try:
+            feedback = feedback_from_env()
+        except FeedbackError as e:
+            raise StartupError(f"FoodVision demo cannot start: {e}") from e
+
+    recent = RecentPredictions()
 
     def show(image):  # not "predict": that name belongs to the API endpoint below
-        return present(classify(predictor, image, top_k), predictor.class_names, threshold)
+        result, record = predict_and_record(predictor, image, top_k, prediction_log)
+        recent.add({"image": image, **record})  # what a feedback report of this answer needs
+        return (*present(result, predictor.class_names, threshold), model_line(predictor, record["id"]))
+
+    def report(shown, correction):
+        try:
+            last = recent.lookup(shown)
+        except FeedbackError as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        return send_feedback(feedback, last, correction, predictor.class_names)
 
     if examples:
-        show(examples[0])  # warm-up: the first user's prediction is not the slow one
+        present(classify(predictor, examples[0], top_k), predictor.class_names, threshold)  # warm-up, not logged
     # The answer boxes are created first (the examples need them) and placed after the photo.
     answer = gr.Textbox(label="Verdict", interactive=False, render=False)
     label = gr.Label(num_top_classes=top_k, label=f"Top {top_k} predictions", show_heading=False, render=False)
     seconds = gr.Textbox(label="Prediction time", interactive=False, render=False)
-    outputs = [label, seconds, answer]
+    model = gr.Textbox(label="Model", interactive=False, render=False)
+    outputs = [label, seconds, answer, model]
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}")
         with gr.Row(equal_height=False):
@@ -180,11 +296,23 @@ def build_demo(predictor: Predictor, top_k: int, threshold: float, examples_dir:
                                 cache_examples=False, examples_per_page=len(examples), api_visibility="private")
                 submit = gr.Button("Submit", variant="primary")
             with gr.Column(min_width=300):
-                for component in (answer, label, seconds):
+                for component in (answer, label, seconds, model):
                     component.render()
+                if feedback is not None:
+                    with gr.Accordion("Wrong? Tell us", open=False):
+                        gr.Markdown(FEEDBACK_NOTICE)
+                        # Custom values reach send_feedback, which names what is wrong in one line (Gradio's
+                        # own check would log a traceback) and accepts human spellings from API clients.
+                        dish = gr.Dropdown(choices(predictor.class_names), value=None, label="What is it really?",
+                                           allow_custom_value=True)
+                        send = gr.Button("Send feedback")
+                        thanks = gr.Markdown()
         gr.Markdown(f"{description}\n\n{article}")
         gr.on([image.upload, submit.click], show, inputs=image, outputs=outputs, api_name="predict")
-        image.clear(lambda: (None, None, None), outputs=outputs, api_name=False)
+        image.clear(lambda: (None,) * len(outputs), outputs=outputs, api_name=False)
+        if feedback is not None:
+            send.click(report, inputs=[model, dish], outputs=thanks, api_name="feedback")
+            model.change(lambda: (None, ""), outputs=[dish, thanks], api_name=False)  # a new answer, a new report
     refuse_foreign_paths(demo)
     return demo
 

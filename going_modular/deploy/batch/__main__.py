@@ -3,7 +3,8 @@
     python -m going_modular.deploy.batch --input photos/ --output predictions.csv
     python -m going_modular.deploy.batch --input photos/ --output predictions.csv --engine ray
 
-Rows are `path,label,prob,top3,known,seconds,error` with `path` relative to --input. Two engines give
+Rows are `path,label,prob,top3,known,seconds,model_id,precision,error` with `path` relative to --input.
+--prediction-log PATH also appends one JSON line per prediction to the monitoring log (monitor/log.py). Two engines give
 the same rows: `local` (default) scores in this process; `ray` runs the same predictor in a Ray
 Data actor pool, on this machine or on a cluster (`--address`; see batch/ray_engine.py).
 (`python -m going_modular.deploy.batch_predict` is the same command.)
@@ -20,6 +21,7 @@ from pathlib import Path
 from going_modular.deploy import cli
 from going_modular.deploy.batch.job import BatchError, image_names, output_lock, run_locked_job
 from going_modular.deploy.batch.local import local_rows
+from going_modular.deploy.monitor.log import PredictionLog
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
 
 ENGINES = ("local", "ray")
@@ -43,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="--engine ray: predictor actors (default: what the cluster's CPUs allow, "
                              "leaving one for reading and decoding)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--prediction-log", default=None, metavar="PATH",
+                        help="append one JSON line per prediction (monitor/log.py; the monitor reads it); "
+                             "default: off")
     add_model_args(parser)
     return parser
 
@@ -52,24 +57,30 @@ def main(argv=None) -> int:
     if args.engine == "local" and ("://" in args.input or args.address or args.actors is not None):
         raise BatchError("--address, --actors and URI inputs need --engine ray; the local engine reads a folder "
                          "in this process")
+    log = PredictionLog(args.prediction_log) if args.prediction_log else None
     try:
         if args.engine == "ray":
             from going_modular.deploy.batch.ray_engine import score_folder_ray  # takes the lock before starting Ray
 
             summary = score_folder_ray(args.model, args.input, args.output, actors=args.actors, address=args.address,
                                        batch_size=args.batch_size, num_threads=args.threads,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, log=log)
         else:
             # The lock first: a second run on the same output stops before loading anything.
             with output_lock(args.output):
                 names = image_names(Path(args.input))  # fail fast on a bad folder, before loading the model
                 predictor = predictor_from_args(args)
-                summary = run_locked_job(names, args.output, local_rows(predictor, Path(args.input), args.batch_size),
-                                         progress=not args.no_progress)
+                rows = local_rows(predictor, Path(args.input), args.batch_size, log)
+                summary = run_locked_job(names, args.output, rows, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows were saved to {args.output}; re-run the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if log is not None:
+            log.close()
+            if not log.status()["ok"]:
+                print(f"warning: prediction log: {log.status()['last_error']}", file=sys.stderr)
     if not summary["scored"]:
         print(f"nothing to do: all {summary['total']} images are already in {args.output}")
         return 0

@@ -1,7 +1,8 @@
 """The resumable batch-scoring job both engines share (local.py, ray_engine.py): the CSV's columns
 and cell escaping, the input listing, the journal, the single-writer lock and `run_job`.
 
-Rows are `path,label,prob,top3,known,seconds,error` with `path` relative to the input folder.
+Rows are `path,label,prob,top3,known,seconds,model_id,precision,error` with `path` relative to the
+input folder; model_id and precision say which bundle scored the row.
 
 What a run guarantees, whichever engine scores:
 - Resumable: images already in the output are skipped, so a re-run after a crash, a kill -9 or
@@ -30,15 +31,20 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 from going_modular.deploy.errors import UserError
 from going_modular.deploy.files import write_atomic
 from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.monitor.log import PredictionLog, prediction_record
 from going_modular.deploy.scoring import find_images, one_line
 
 # The output's columns, in order; every other part of this module follows this list, so a new
 # column that predictors report (a key of their result dict) is a one-line change here.
-FIELDS = ["path", "label", "prob", "top3", "known", "seconds", "error"]
+FIELDS = ["path", "label", "prob", "top3", "known", "seconds", "model_id", "precision", "error"]
+# The columns of outputs written before rows named their model: still resumed (their rows keep an
+# empty model_id, as nobody recorded which model scored them) and rewritten with FIELDS.
+LEGACY_FIELDS = [f for f in FIELDS if f not in ("model_id", "precision")]
 # A file bigger than this is not read into memory: no photo of food is 256 MB.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 # Cells starting with these run as formulas in spreadsheets (OWASP "CSV injection"); "'" itself is
@@ -139,7 +145,7 @@ def read_output(path: Path) -> list[dict]:
     try:
         with open(path, newline="", encoding="utf-8") as f:  # newline="": a "\r" in a cell stays a "\r"
             reader = csv.DictReader(f)
-            if reader.fieldnames not in (None, FIELDS):
+            if reader.fieldnames not in (None, FIELDS, LEGACY_FIELDS):
                 raise BatchError(f"{path} exists but is not a batch_predict CSV (columns {reader.fieldnames}); "
                                  f"choose another --output")
             cells = list(reader)
@@ -149,7 +155,7 @@ def read_output(path: Path) -> list[dict]:
     good = [c for c in cells if None not in c and None not in c.values()]
     if len(good) < len(cells):
         log.warning("%s: skipped %d malformed row(s); their images will be scored again", path, len(cells) - len(good))
-    return [row_from_cells(c) for c in good]
+    return [row_from_cells({f: c.get(f, "") for f in FIELDS}) for c in good]
 
 
 def journal_row(line: bytes) -> dict | None:
@@ -254,6 +260,14 @@ def result_row(name: str, result: dict) -> dict:
     row = {f: result.get(f, "") for f in FIELDS}
     row.update(path=name, prob=f"{result['prob']:.4f}", top3=format_top3(result["probs"]), error="")
     return row
+
+
+def log_result(log: PredictionLog | None, name: str, result: dict) -> None:
+    """One prediction log record for a scored row (from `score_sources(..., stats=True)`); the
+    result names its model, so a Ray driver that holds no predictor logs what its actors scored."""
+    if log is not None and not result.get("error"):
+        model = SimpleNamespace(model_id=result.get("model_id"), precision=result.get("precision"))
+        log.write(prediction_record(model, result, result.get("image"), mode="batch", id=name))
 
 
 def read_or_error(path: str | os.PathLike) -> bytes | str:

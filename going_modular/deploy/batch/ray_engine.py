@@ -35,12 +35,14 @@ from going_modular.deploy.batch.job import (
     BatchError,
     check_batch_size,
     image_names,
+    log_result,
     output_lock,
     read_or_error,
     result_row,
     run_locked_job,
 )
 from going_modular.deploy.image import IMAGE_SUFFIXES
+from going_modular.deploy.monitor.log import PredictionLog
 from going_modular.deploy.predictor import load_predictor
 from going_modular.deploy.scoring import score_sources
 
@@ -110,13 +112,14 @@ class PredictActor:
     """Ray actor: one serving predictor, loaded once from the bundle's bytes, scoring batches with
     the local engine's own score_sources (decode, preprocess, one forward pass)."""
 
-    def __init__(self, model_ref, suffix: str, num_threads: int):
+    def __init__(self, model_ref, suffix: str, num_threads: int, stats: bool = False):
         import ray
 
         model = ray.get(model_ref)
         with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as f:
             f.write(model)
         self.predictor = load_predictor(f.name, num_threads=num_threads)
+        self.stats = stats  # the driver writes a prediction log: results carry image statistics
         os.unlink(f.name)
 
     def __call__(self, batch: dict) -> dict:
@@ -125,7 +128,7 @@ class PredictActor:
 
         start = time.perf_counter()
         sources = [error or bytes(data) for data, error in zip(batch["data"], batch["error"], strict=True)]
-        results = score_sources(self.predictor, sources)
+        results = score_sources(self.predictor, sources, stats=self.stats)
         share = (time.perf_counter() - start) / len(sources)
         texts = [json.dumps(result if result.get("error") else {**result, "seconds": round(read + share, 5)})
                  for result, read in zip(results, batch["seconds"], strict=True)]
@@ -164,8 +167,10 @@ def pool_size(cpus: float, actors: int | None) -> tuple[int, float]:
     return actors, min(1.0, for_actors / actors)
 
 
-def ray_rows(model: Path, source: str, actors: int | None, batch_size: int, num_threads: int | None):
-    """The Ray engine as run_job wants it: score(todo) yields lists of rows as actors finish them."""
+def ray_rows(model: Path, source: str, actors: int | None, batch_size: int, num_threads: int | None,
+             log: PredictionLog | None = None):
+    """The Ray engine as run_job wants it: score(todo) yields lists of rows as actors finish them.
+    The driver writes the prediction log from the actors' results (one writer, on this machine)."""
     import json
 
     import ray
@@ -177,19 +182,24 @@ def ray_rows(model: Path, source: str, actors: int | None, batch_size: int, num_
         ds = (ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 64)))
               .map_batches(read_batch, fn_kwargs={"source": str(source)}, batch_size=batch_size,
                            num_cpus=READ_TASK_CPUS, memory=READ_TASK_MEMORY, batch_format="numpy")
-              .map_batches(PredictActor, fn_constructor_args=(model_ref, model.suffix, num_threads or 1),
+              .map_batches(PredictActor, fn_constructor_args=(model_ref, model.suffix, num_threads or 1,
+                                                             log is not None),
                            batch_size=batch_size, num_cpus=actor_cpus, batch_format="numpy",
                            compute=ray.data.ActorPoolStrategy(size=actor_count)))
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [result_row(os.fsdecode(bytes(raw)), json.loads(text))
-                   for raw, text in zip(batch["name"], batch["result"], strict=True)]
+            rows = []
+            for raw, text in zip(batch["name"], batch["result"], strict=True):
+                name, result = os.fsdecode(bytes(raw)), json.loads(text)
+                log_result(log, name, result)
+                rows.append(result_row(name, result))
+            yield rows
 
     return score
 
 
 def score_folder_ray(model: str | os.PathLike, input_dir: str | os.PathLike, output: str | os.PathLike,
                      actors: int | None = None, address: str | None = None, batch_size: int = 8,
-                     num_threads: int | None = None, progress: bool = True) -> dict:
+                     num_threads: int | None = None, progress: bool = True, log: PredictionLog | None = None) -> dict:
     """Score every image under `input_dir` (a folder or a pyarrow URI) not yet in `output` on Ray;
     the same rows and summary as local.score_folder. Starts Ray on this machine unless
     it is already running or `address` names a cluster; stops only a Ray it started."""
@@ -204,7 +214,7 @@ def score_folder_ray(model: str | os.PathLike, input_dir: str | os.PathLike, out
         stop = start_ray(address)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False  # run_job draws the one bar
-            return run_locked_job(names, output, ray_rows(model, str(input_dir), actors, batch_size, num_threads),
+            return run_locked_job(names, output, ray_rows(model, str(input_dir), actors, batch_size, num_threads, log),
                                   progress)
         finally:
             stop()

@@ -24,6 +24,7 @@ import sys
 
 from going_modular.deploy import cli
 from going_modular.deploy.errors import UsageError
+from going_modular.deploy.monitor.log import PredictionLog
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
 from going_modular.deploy.stream import events
 from going_modular.deploy.stream.mjpeg import MAX_FRAME_MB
@@ -42,6 +43,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="probabilities kept per frame")
     parser.add_argument("--max-frame-mb", type=float, default=MAX_FRAME_MB,
                         help="a bigger frame becomes one error line and is skipped, never buffered whole")
+    parser.add_argument("--prediction-log", default=None, metavar="PATH",
+                        help="also append one JSON line per prediction to this monitoring log (monitor/log.py); "
+                             "default: off")
     add_model_args(parser)
     return parser
 
@@ -59,12 +63,15 @@ def main(argv=None) -> int:
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     except OSError as e:
         raise StreamError(f"cannot write {args.output}: {e.strerror or e}") from e
+    log = PredictionLog(args.prediction_log) if args.prediction_log else None
     try:
         stats = run_stream(predictor, frames, JsonLinesWriter(out), fps=args.fps,
-                           queue_size=args.queue_size, drop=not args.block, top_k=args.top_k)
+                           queue_size=args.queue_size, drop=not args.block, top_k=args.top_k, log=log)
     finally:
         if out is not sys.stdout:
             out.close()
+        if log is not None:
+            log.close()
     if not stats.produced:
         raise StreamError(f"no JPEG frames found in {args.source}")
     print(f"{'interrupted: ' if stats.interrupted else ''}processed {stats.processed}/{stats.produced} frames "

@@ -52,6 +52,7 @@ from typing import Callable
 from going_modular.deploy import cli
 from going_modular.deploy.bundle import model_id
 from going_modular.deploy.errors import UserError
+from going_modular.deploy.monitor.log import PredictionLog, prediction_record
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
 from going_modular.deploy.scoring import find_images, one_line, score_sources
 from going_modular.deploy.stream.mjpeg import MAX_FRAME_MB
@@ -239,6 +240,7 @@ class Consumer:
         self.response_error = redis.ResponseError
         self.down_since: float | None = None
         self.stop = threading.Event()
+        self.prediction_log: PredictionLog | None = None  # --prediction-log: one record per committed result
 
     # --- talking to Redis through outages ---------------------------------------------------------
 
@@ -318,10 +320,15 @@ class Consumer:
         for i in range(0, len(messages), self.cfg.batch_size):
             chunk = messages[i:i + self.cfg.batch_size]
             sources = [message_source(fields, self.cfg.max_image_bytes) for _, fields in chunk]
-            results = score_sources(self.predictor, sources)
+            results = score_sources(self.predictor, sources, stats=self.prediction_log is not None)
             entries = [(mid, result_fields(mid, fields, result, self.model))
                        for (mid, fields), result in zip(chunk, results, strict=True)]
             written = self.commit(self.cfg.output_stream, entries)
+            if self.prediction_log is not None:  # what was committed: a superseded result was logged by its winner
+                for (mid, _), result in zip(chunk, results, strict=True):
+                    if mid in written and not result.get("error"):
+                        self.prediction_log.write(prediction_record(self.predictor, result, result.get("image"),
+                                                                    mode="events", id=mid))
             self.stats.results += len(written)
             self.stats.superseded += len(entries) - len(written)
             self.stats.errors += sum(bool(e["error"]) for mid, e in entries if mid in written)
@@ -457,6 +464,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="a bigger image (or uri file) is an error result, never decoded")
     parser.add_argument("--retry-max-s", type=float, default=5.0, help="longest wait between retries while "
                         "Redis is unreachable")
+    parser.add_argument("--prediction-log", default=None, metavar="PATH",
+                        help="also append one JSON line per prediction to this monitoring log (monitor/log.py; "
+                             "id: the input message id); default: off")
     parser.add_argument("--until-drained", action="store_true",
                         help="exit once the group has nothing new and nothing pending (a one-off drain)")
     add_model_args(parser)
@@ -502,6 +512,8 @@ def main(argv=None) -> int:
     client = connect(args.source)
     predictor = predictor_from_args(args)
     consumer = Consumer(client, predictor, model_id(args.model), config)
+    if args.prediction_log:
+        consumer.prediction_log = PredictionLog(args.prediction_log)
     stop, interrupted = threading.Event(), []
 
     def on_signal(signum, _frame):
@@ -512,7 +524,11 @@ def main(argv=None) -> int:
         signal.signal(sig, on_signal)
     consumer.log(f"consumer {config.consumer!r} of group {config.group!r}: {config.input_stream} -> "
                  f"{config.output_stream} (model {consumer.model}); waiting for messages")
-    stats = consumer.run(stop)
+    try:
+        stats = consumer.run(stop)
+    finally:
+        if consumer.prediction_log is not None:
+            consumer.prediction_log.close()
     consumer.log(f"consumer {config.consumer!r}: {stats.results} results ({stats.errors} unreadable), "
                  f"{stats.dead} dead-lettered, {stats.reclaimed} taken over, {stats.superseded} superseded "
                  f"in {stats.seconds:.1f} s")

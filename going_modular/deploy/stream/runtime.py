@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Iterator
 
 from going_modular.deploy.errors import UserError
 from going_modular.deploy.image import IMAGE_SUFFIXES, InvalidImageError
+from going_modular.deploy.monitor.log import PredictionLog, prediction_record
+from going_modular.deploy.monitor.stats import predict_batch_with_stats
 from going_modular.deploy.predictor import Predictor
 from going_modular.deploy.stream.mjpeg import MAX_FRAME_BYTES, FrameTooLarge, iter_mjpeg
 
@@ -155,22 +157,33 @@ def rounded(value):
     return value
 
 
-def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int | None) -> dict:
-    """The JSON record of one frame: its prediction, or the reason it could not be read."""
+def predict_frame(predictor: Predictor, frame: Frame, start: float, top_k: int | None,
+                  log: PredictionLog | None = None) -> dict:
+    """The JSON record of one frame: its prediction (and the model that made it), or the reason it
+    could not be read. With a prediction log, the prediction is also logged there (id: frame index)."""
     record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4)}
     try:
         if isinstance(frame.data, InvalidImageError):  # the source could not cut this frame out (FrameTooLarge)
             raise frame.data
-        result = predictor.predict(frame.data, top_k=top_k)
+        if log is None:
+            result, stats = predictor.predict(frame.data, top_k=top_k), None
+        else:  # the statistics come from the pixels this prediction decodes anyway
+            [(result, stats)] = predict_batch_with_stats(predictor, [frame.data], top_k)
         record.update({key: rounded(value) for key, value in result.items()})  # every key the predictor reports
+        record.update(model_id=predictor.model_id, precision=predictor.precision)
     except InvalidImageError as e:
         record["error"] = str(e)
+        result = None
     record["latency"] = round(time.perf_counter() - start - frame.timestamp, 4)
+    if log is not None and result is not None:
+        log.write(prediction_record(predictor, {**result, "seconds": record["latency"]}, stats, mode="stream",
+                                    id=frame.index))
     return record
 
 
 def run_stream(predictor: Predictor, frames: Iterable[bytes | InvalidImageError], sink: Callable[[dict], None],
-               fps: float = 30.0, queue_size: int = 4, drop: bool = True, top_k: int | None = 3) -> StreamStats:
+               fps: float = 30.0, queue_size: int = 4, drop: bool = True, top_k: int | None = 3,
+               log: PredictionLog | None = None) -> StreamStats:
     """Classify `frames` (any iterable of encoded images, e.g. a camera generator) as they arrive.
 
     `sink` gets one dict per frame, from two threads (predictions from this one, drops from the
@@ -194,7 +207,7 @@ def run_stream(predictor: Predictor, frames: Iterable[bytes | InvalidImageError]
     latency = 0.0
     try:
         while (frame := queue.get()) is not None:
-            record = predict_frame(predictor, frame, start, top_k)
+            record = predict_frame(predictor, frame, start, top_k, log)
             sink(record)
             stats.processed += 1
             stats.errors += "error" in record

@@ -16,6 +16,10 @@ Under load, concurrent requests share forward passes (--max-batch, --max-wait-ms
 --max-queue requests in progress a request waits up to --queue-wait-s for a slot, then gets a
 503 with Retry-After, and a request not answered within --deadline-s gets a 503 too.
 Every error body is {"detail": "..."}.
+Monitoring: every answer names its model (model_id, precision) and carries a request_id (also the
+X-Request-ID header); GET /metrics serves Prometheus metrics of every worker (web/metrics.py,
+--no-metrics turns it off); --prediction-log PATH appends one JSON line per prediction
+(monitor/log.py), all workers to the same file.
 SIGTERM stops accepting connections and finishes the requests in flight before exiting.
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ from going_modular.deploy import cli
 from going_modular.deploy.predictor import add_model_args, predictor_from_args
 from going_modular.deploy.web.app import create_app, serving_process
 from going_modular.deploy.web.guards import GuardedH11Protocol
+from going_modular.deploy.web.metrics import multiprocess_dir
 from going_modular.deploy.web.settings import DEFAULTS, SETTINGS_ENV, Settings, settings_from_env
 
 
@@ -41,6 +46,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_model_args(parser)
+    monitoring = parser.add_argument_group("monitoring")
+    monitoring.add_argument("--prediction-log", default=None, metavar="PATH",
+                            help="append one JSON line per prediction (monitor/log.py); default: off")
+    monitoring.add_argument("--no-metrics", dest="metrics", action="store_false",
+                            help="no GET /metrics (Prometheus; on by default)")
     batching = parser.add_argument_group("batching and admission control")
     batching.add_argument("--max-batch", type=int, default=d.max_batch, help="images in one forward pass")
     batching.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
@@ -76,9 +86,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if not args.metrics:
+        return serve(args)
+    with multiprocess_dir():  # before any app is built: the metrics' storage is chosen then
+        return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    args = get_args_parser().parse_args(argv)
     settings = settings_from_args(args)
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     settings_from_env.cache_clear()

@@ -38,17 +38,24 @@ class Admission:
         self.waiting = 0  # requests waiting for one
         self.stats = {"waited": 0, "refused": 0}  # since start: admitted after waiting; refused
         self._waiters: deque[asyncio.Future] = deque()  # first come, first served
+        self.on_change = None  # called with admitted + waiting when either changes (the queue-depth gauge)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.admitted + self.waiting)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self.admitted < self.max_queue and not self.waiting:
             self.admitted += 1
+            self._changed()
         else:
             await self._wait_for_slot()
         try:
             yield
         finally:
             self._release()
+            self._changed()
 
     async def _wait_for_slot(self) -> None:
         if self.wait_s <= 0:
@@ -57,6 +64,7 @@ class Admission:
         handed = asyncio.get_running_loop().create_future()  # done: a finishing request gave us its slot
         self._waiters.append(handed)
         self.waiting += 1
+        self._changed()
         try:
             async with asyncio.timeout(self.wait_s):
                 await handed
@@ -71,6 +79,7 @@ class Admission:
             raise
         finally:
             self.waiting -= 1
+            self._changed()
         self.stats["waited"] += 1
 
     def _release(self) -> None:

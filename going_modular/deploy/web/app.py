@@ -9,6 +9,8 @@ Concurrent requests share forward passes (batching.MicroBatcher); beyond max_que
 progress a request waits up to queue_wait_s for a slot (admission.Admission), then gets a 503 with
 Retry-After, and a request not answered within deadline_s gets a 503 too.
 Every error body is {"detail": "..."} (schema.Error).
+Every answer names its model (model_id, precision) and its request (request_id = X-Request-ID);
+GET /metrics is web/metrics.py; with settings.prediction_log each prediction is one log record.
 `python -m going_modular.deploy.web` (web/__main__.py) runs it under uvicorn.
 """
 from __future__ import annotations
@@ -19,11 +21,13 @@ import gc
 import io
 import json
 import os
+import re
 import sys
 import time
+import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
@@ -31,10 +35,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from going_modular.deploy.image import InvalidImageError
+from going_modular.deploy.monitor.log import PredictionLog, prediction_record
+from going_modular.deploy.monitor.stats import image_stats, source_info
 from going_modular.deploy.predictor import Predictor, predictor_from_args
 from going_modular.deploy.web.admission import Admission, Overloaded
 from going_modular.deploy.web.batching import MicroBatcher
 from going_modular.deploy.web.guards import AllowedHosts, BodyGuard
+from going_modular.deploy.web.metrics import Metrics
 from going_modular.deploy.web.schema import (
     IMAGE_BODY_DOC,
     RETRY_AFTER_S,
@@ -107,31 +114,59 @@ def decoded_megapixels(data: bytes, max_side_hint: int) -> float:
         return 0.0
 
 
-def preprocess_or_4xx(predictor: Predictor, data: bytes):
+def preprocess_or_4xx(predictor: Predictor, data: bytes, with_stats: bool = False):
+    """The model's input for the bytes (and, for the prediction log, the image's statistics, taken
+    here in the preprocessing pool from the pixels just made: source_info reads only the header)."""
     try:
-        return predictor.preprocess(data)
+        pixels = predictor.preprocess(data)
     except InvalidImageError as e:
         raise HTTPException(error_status(e), str(e)) from e
+    return pixels, image_stats(pixels, source_info(data)) if with_stats else None
+
+
+# A client's own X-Request-ID is kept when it is a plain token (it goes into logs and headers).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(request: Request, response: Response) -> str:
+    """The request's id: the client's X-Request-ID if usable, else a fresh one; echoed as X-Request-ID."""
+    given = request.headers.get("x-request-id", "")
+    rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    response.headers["X-Request-ID"] = rid
+    return rid
 
 
 class Service:
-    """One predictor behind a micro-batcher, with the per-request deadline."""
+    """One predictor behind a micro-batcher, with the per-request deadline; every prediction is
+    counted (metrics) and logged (the prediction log), when those are on."""
 
     def __init__(self, predictor: Predictor, settings: Settings):
         self.predictor, self.settings = predictor, settings
         self.batcher = MicroBatcher(predictor.forward, settings.max_batch, settings.max_wait_ms)
         self.admission = Admission(settings.max_queue, settings.queue_wait_s)
+        self.identity = {"model_id": predictor.model_id, "precision": predictor.precision}
+        self.log = PredictionLog(settings.prediction_log) if settings.prediction_log else None
+        self.metrics = Metrics(predictor) if settings.metrics else None
+        if self.metrics is not None:
+            self.batcher.on_batch = self.metrics.batch_size.observe
+            self.admission.on_change = self.metrics.queue_depth.set
 
-    async def predict_one(self, data: bytes, top_k: int | None) -> dict:
+    async def predict_one(self, data: bytes, top_k: int | None, id: str | None = None) -> dict:
         start = time.perf_counter()
-        item = await self.batcher.prepare(preprocess_or_4xx, self.predictor, data)
-        row = await self.batcher.infer(item)
-        return self.predictor.result(row, time.perf_counter() - start, top_k)
+        pixels, stats = await self.batcher.prepare(preprocess_or_4xx, self.predictor, data, self.log is not None)
+        row = await self.batcher.infer(pixels)
+        result = {**self.predictor.result(row, time.perf_counter() - start, top_k), **self.identity}
+        if id is not None:  # a real request, not the warm-up
+            if self.log is not None:
+                self.log.write(prediction_record(self.predictor, result, stats, mode="web", id=id))
+            if self.metrics is not None:
+                self.metrics.predicted(result)
+        return result
 
-    async def predict_file(self, name: str | None, data: bytes, top_k: int | None) -> dict:
+    async def predict_file(self, name: str | None, data: bytes, top_k: int | None, id: str) -> dict:
         """One file of a batch request: a prediction, or its error (the other files still count)."""
         try:
-            return {"filename": name, **await self.predict_one(data, top_k)}
+            return {"filename": name, **await self.predict_one(data, top_k, id), "id": id}
         except HTTPException as e:
             if e.status_code == 503:
                 raise
@@ -142,20 +177,26 @@ class Service:
             async with asyncio.timeout(self.settings.deadline_s):
                 return await work
         except TimeoutError:
+            self.rejected("deadline")
             raise unavailable(f"The request was not answered within the {self.settings.deadline_s:g} s "
                               f"deadline; the server is busy.") from None
+
+    def rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason).inc()
 
     def readiness(self) -> dict:
         p = self.predictor
         return {"status": "ready", "model": p.arch, "runtime": p.runtime, "classes": p.class_names,
-                "bundle": str(p.path), "pid": os.getpid(),
+                "bundle": str(p.path), **self.identity, "pid": os.getpid(),
+                "prediction_log": None if self.log is None else self.log.status(),
                 "batching": {**self.batcher.stats, "in_progress": self.admission.admitted,
                              "waiting": self.admission.waiting, **self.admission.stats,
                              "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,
                              "max_wait_ms": self.settings.max_wait_ms}}
 
 
-def add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI, service: Service) -> None:
     """Every error, whoever raises it, leaves as {"detail": "..."}."""
 
     @app.exception_handler(StarletteHTTPException)
@@ -169,6 +210,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
+        service.rejected("capacity")
         return error_response(503, f"{exc} Retry after {RETRY_AFTER_S} s.", RETRY_HEADERS)
 
     @app.exception_handler(MemoryError)
@@ -189,6 +231,8 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
         app.state.ready = True
         yield
         await service.batcher.stop()  # uvicorn calls this only after the requests in flight finished
+        if service.log is not None:
+            service.log.close()
 
     app = FastAPIOffline(title="FoodVision", version="2.0", lifespan=lifespan,
                          description=f"Classify food photos ({', '.join(predictor.class_names)}) with "
@@ -197,7 +241,9 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.allowed_hosts:
         app.add_middleware(AllowedHosts, allowed_hosts=list(settings.allowed_hosts))
-    add_error_handlers(app)
+    if service.metrics is not None:  # outermost: it also counts what the guards refuse (413, 408, 400)
+        app.add_middleware(service.metrics.middleware)
+    add_error_handlers(app, service)
 
     @app.get("/", response_model=Links)
     async def root() -> dict:
@@ -219,19 +265,28 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
             raise HTTPException(503, "The model is still loading.")
         return service.readiness()
 
+    if service.metrics is not None:
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """Prometheus text format, every worker's counts added up (web/metrics.py)."""
+            return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
     @app.post("/predict", response_model=Prediction, openapi_extra=IMAGE_BODY_DOC, responses=UPLOAD_ERRORS)
-    async def predict(request: Request,
+    async def predict(request: Request, response: Response,
                       top_k: int | None = Query(None, ge=1, description="keep the top k probs")) -> dict:
-        """One image (multipart field `file`, or the raw body) -> {label, prob, probs, seconds}."""
+        """One image (multipart field `file`, or the raw body) -> {label, prob, probs, seconds, model_id,
+        precision, request_id}."""
+        rid = request_id(request, response)
         async with service.admission.slot():
             data = await read_upload(request)
-            return await service.within_deadline(service.predict_one(data, top_k))
+            return {**await service.within_deadline(service.predict_one(data, top_k, rid)), "request_id": rid}
 
     @app.post("/predict/batch", response_model=BatchResult, response_model_exclude_none=True,
               openapi_extra=batch_body_doc(settings.max_batch_files), responses=UPLOAD_ERRORS)
-    async def predict_batch(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
+    async def predict_batch(request: Request, response: Response, top_k: int | None = Query(None, ge=1)) -> dict:
         """Several images (multipart fields `files`), batched with everyone else's. Each result is a
         prediction or {"filename", "error"}, so one bad file does not fail the others."""
+        rid = request_id(request, response)
         async with service.admission.slot():
             files = await read_batch_uploads(request, settings.max_batch_files)
             megapixels = sum(decoded_megapixels(data, getattr(predictor, "resize", 512)) for _, data in files)
@@ -239,8 +294,9 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
                 raise HTTPException(413, f"The images of this request decode to {megapixels:.0f} megapixels; "
                                          f"the limit per request is {settings.batch_megapixels:g}. Send fewer "
                                          f"or smaller images.")
-            work = asyncio.gather(*(service.predict_file(name, data, top_k) for name, data in files))
-            return {"results": await service.within_deadline(work)}
+            work = asyncio.gather(*(service.predict_file(name, data, top_k, f"{rid}/{i}")
+                                    for i, (name, data) in enumerate(files)))
+            return {"request_id": rid, "results": await service.within_deadline(work)}
 
     return app
 

@@ -33,6 +33,7 @@ class MicroBatcher:
         self._prepare_pool = ThreadPoolExecutor(prepare_threads or os.cpu_count() or 1, "prepare")
         self._forward_pool = ThreadPoolExecutor(1, "forward")  # one pass at a time: it uses every core
         self._loop_task: asyncio.Task | None = None
+        self.on_batch: Callable[[int], None] | None = None  # called with each pass's size (a metric)
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
@@ -99,6 +100,8 @@ class MicroBatcher:
             self.stats["batches"] += 1
             self.stats["images"] += len(batch)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             for (_, future), row in zip(batch, rows, strict=True):
                 if not future.done():
                     future.set_result(row)

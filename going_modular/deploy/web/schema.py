@@ -15,25 +15,33 @@ class Error(BaseModel):
 
 
 class Prediction(BaseModel):
-    model_config = ConfigDict(extra="allow")  # later result keys (e.g. OOD scores) pass through
+    # Later result keys (e.g. OOD scores) pass through; model_id is a field name, not pydantic's namespace.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
     label: str
     prob: float
     probs: dict[str, float]
     seconds: float
+    model_id: str  # which bundle answered (its sha256 prefix, bundle.model_id)
+    precision: str  # "int8" or "fp32"
+    request_id: str  # also the X-Request-ID header, and the id of this prediction in the prediction log
 
 
 class BatchItem(BaseModel):
     """A prediction for one file, or {"filename", "error"} when that file is not a usable image."""
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
     filename: str | None = None
     label: str | None = None
     prob: float | None = None
     probs: dict[str, float] | None = None
     seconds: float | None = None
+    model_id: str | None = None
+    precision: str | None = None
+    id: str | None = None  # this file's id in the prediction log: REQUEST_ID/INDEX
     error: str | None = None
 
 
 class BatchResult(BaseModel):
+    request_id: str
     results: list[BatchItem]
 
 
@@ -45,9 +53,13 @@ class Live(BaseModel):
 
 
 class Ready(Live):
+    model_config = ConfigDict(protected_namespaces=())
     bundle: str
+    model_id: str
+    precision: str
     pid: int
     batching: dict[str, int | float]
+    prediction_log: dict | None  # PredictionLog.status() (ok False while its writes fail); null: no log
 
 
 class Links(BaseModel):

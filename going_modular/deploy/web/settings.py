@@ -26,6 +26,8 @@ class Settings:
     max_connections: int = 256  # open connections per worker; beyond: 503 and close
     max_header_kb: int = 16  # request line + headers
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)  # empty: any Host header
+    prediction_log: str | None = None  # JSON lines, one per prediction (monitor/log.py); None: off
+    metrics: bool = True  # GET /metrics (web/metrics.py)
 
     @property
     def max_body_bytes(self) -> int:
