@@ -22,7 +22,8 @@ NBVAL_STRICT := --nbval --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider
 # The notebooks already clean under strict nbval: make test runs them strict (fast mode), the others and the
 # solutions lax; each notebook runs once.
 STRICT_NOTEBOOKS := notebooks/00_setup.ipynb notebooks/01_data.ipynb notebooks/04_effnet_lite_feature_extractor.ipynb \
-	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb
+	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb \
+	notebooks/09_deployment_modes.ipynb notebooks/10_monitoring.ipynb
 
 .PHONY: setup demo test browser redis wrk bench-web nbval
 
