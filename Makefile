@@ -21,8 +21,10 @@ SANITIZE := notebooks/nbval_sanitize.cfg
 NBVAL_STRICT := --nbval --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider
 # The notebooks already clean under strict nbval: make test runs them strict (fast mode), the others and the
 # solutions lax; each notebook runs once.
-STRICT_NOTEBOOKS := notebooks/00_setup.ipynb notebooks/01_data.ipynb notebooks/04_effnet_lite_feature_extractor.ipynb \
-	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb
+STRICT_NOTEBOOKS := notebooks/00_setup.ipynb notebooks/01_data.ipynb notebooks/02_effnetb2_feature_extractor.ipynb \
+	notebooks/03_vit_feature_extractor.ipynb notebooks/04_effnet_lite_feature_extractor.ipynb \
+	notebooks/05_timed_predictions.ipynb notebooks/06_model_comparison.ipynb notebooks/07_foodvision_mini_gradio.ipynb \
+	notebooks/08_foodvision_big.ipynb
 
 .PHONY: setup demo test browser redis wrk bench-web nbval
 
