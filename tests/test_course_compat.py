@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import matplotlib
@@ -160,6 +161,9 @@ def test_the_courses_nested_import_path():
 def offline(tmp_path, monkeypatch):
     """No network (a proxy that refuses) and an empty TORCH_HOME: what a learner sees without internet."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    # urlopen builds its opener once, with the proxies of that moment, and keeps it: put the old one back
+    # afterwards, or every later urlopen in this process (the tests' own servers on 127.0.0.1) goes to the proxy.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
