@@ -32,8 +32,10 @@ import torch
 from benchmarks.latency import percentiles, timed
 from benchmarks.tables import markdown_table
 from going_modular import data_setup, engine, export, train, utils
+from going_modular import open_set as open_set_model
 from going_modular.deploy import cli
 from going_modular.deploy.bundle import BUNDLE_FORMAT
+from going_modular.deploy.files import sha256sum
 from going_modular.deploy.predictor import OnnxPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,15 +94,15 @@ def build_bundle(checkpoint: Path, root: Path, out: Path, timing_only: bool = Fa
         train_dl, _, _ = train.build_data(args, transform)
         features, labels = engine.cached_features(model, train_dl, FEATURES).tensors
     spec = export.input_spec(transform)
-    open_set, info = export.fit_open_set(features, labels, features[:0], labels[:0])
-    photos = [p for p, _ in export.labelled_images({"food101_root": str(root)}, "train")]
+    open_set, info = open_set_model.fit_open_set(features, labels, features[:0], labels[:0])
+    photos = [p for p, _ in data_setup.labelled_images({"food101_root": str(root)}, "train")]
     fp32 = out.with_suffix(".fp32.tmp")
     export.export_onnx(model, fp32, spec, open_set=open_set)
     export.quantize_int8(fp32, out, random.Random(42).sample(photos, 100), spec)
     fp32.unlink()
     export.write_metadata(out, {"format": BUNDLE_FORMAT, "arch": ckpt["arch"], "class_names": ckpt["class_names"],
                                 "precision": "int8", "input": spec, "open_set": info,
-                                "source": {"checkpoint": checkpoint.name, "sha256": export.sha256sum(checkpoint)}})
+                                "source": {"checkpoint": checkpoint.name, "sha256": sha256sum(checkpoint)}})
     return out
 
 
@@ -111,7 +113,7 @@ def bundle_accuracy(path: Path, root: Path, limit: int | None = None) -> dict:
     size = {"bundle_mb": round(path.stat().st_size / 1e6, 2)}
     if "metrics" in predictor.meta:
         return {**predictor.meta["metrics"], **size}
-    test = export.labelled_images({"food101_root": str(root)}, "test")
+    test = data_setup.labelled_images({"food101_root": str(root)}, "test")
     test = test[::max(1, len(test) // limit)] if limit else test
     labels = torch.tensor([predictor.class_names.index(n) for _, n in test])
     probs = [torch.from_numpy(predictor.probs([predictor.preprocess(p) for p, _ in test[i:i + 32]]))
@@ -126,7 +128,7 @@ def time_in_alternation(bundles: list[Path], root: Path, runs: int) -> list[floa
     """Median e2e ms of one photo (JPEG bytes -> probabilities, 50 test photos in turn) per bundle,
     the bundles timed one after the other in each round, so a shared machine's load falls on all alike."""
     predictors = [OnnxPredictor(b) for b in bundles]
-    test = export.labelled_images({"food101_root": str(root)}, "test")
+    test = data_setup.labelled_images({"food101_root": str(root)}, "test")
     data = [p.read_bytes() for p, _ in test[::max(1, len(test) // 50)]]
     seconds = [[] for _ in predictors]
     for i in range(runs + 5):
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
                 best = (out, row)
         out, row = best
         bundle = out.with_suffix(".int8.onnx")
-        if not bundle.is_file() or OnnxPredictor(bundle).meta.get("source", {}).get("sha256") != export.sha256sum(out):
+        if not bundle.is_file() or OnnxPredictor(bundle).meta.get("source", {}).get("sha256") != sha256sum(out):
             build_bundle(out, root, bundle, data=data)  # else: the same checkpoint's bundle, from an earlier run
         row.update(bundle_accuracy(bundle, root, limit))
         timed_rows.append((row, bundle))
