@@ -97,6 +97,7 @@ def test_cluster_cpus_use_batch_ray_sizing(capsys):
 def test_publish_writes_what_load_reads(tmp_path, monkeypatch):
     """publish_full_run_stats labels a full run's models/*_stats.json; fast mode and an empty run are refused."""
     monkeypatch.setattr(course, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(course, "FAST", False)  # make test runs with FOODVISION_FAST=1
     with pytest.raises(RuntimeError, match="run notebooks 02-05 in full mode first"):
         course.publish_full_run_stats("test machine", tmp_path / "stats.json")
     row = {"test_acc": 0.97, "time_per_pred_cpu": 0.02, "pretrained": True}

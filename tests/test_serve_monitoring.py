@@ -91,9 +91,10 @@ def test_metrics_count_each_photo_and_answers_name_model_and_request(photos, tmp
 def test_two_workers_add_up_and_share_one_log(photos, tmp_path):
     log_path = tmp_path / "predictions.jsonl"
     with serve_in_subprocess(args=("--workers", "2", "--prediction-log", str(log_path))) as server:
-        pids, rounds = set(), 0
-        # New connections land on either worker; keep sending until both have served photos.
-        while len(pids) < 2 and rounds < 20:
+        pids, rounds, deadline = set(), 0, time.monotonic() + 180
+        # Each new connection lands on either worker, as the kernel picks (one worker can win many accepts
+        # in a row: 20 rounds once all went to one); keep sending until both have served photos.
+        while len(pids) < 2 and time.monotonic() < deadline:
             with httpx.Client(base_url=server.url, timeout=120) as client:
                 send(client, photos)
                 pids.add(client.get("/health/ready").json()["pid"])
