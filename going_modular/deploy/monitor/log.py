@@ -69,8 +69,7 @@ def prediction_record(predictor, result: dict, stats: dict | None = None, *, mod
     top = list(result.get("probs", {}).items())[:3]
     moment = datetime.fromtimestamp(time.time() if when is None else when, timezone.utc)
     return {"time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "mode": mode,
-            "id": id, "model_id": getattr(predictor, "model_id", None),
-            "precision": getattr(predictor, "precision", None),
+            "id": id, "model_id": predictor.model_id, "precision": predictor.precision,
             "label": result["label"], "prob": _round(result["prob"]),
             "top3": [[name, _round(p)] for name, p in top], "known": result.get("known"),
             "ood_score": _round(result.get("ood_score")), "latency": _round(result.get("seconds"), 5),
