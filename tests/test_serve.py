@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import resource
 import signal
 import socket
@@ -200,6 +201,22 @@ def test_oversized_body_is_413(client):
     assert client.get("/health").status_code == 200  # the server is fine afterwards
 
 
+def test_every_answer_names_its_request(client, images):
+    """X-Request-ID on refusals too (the app's 415, validation's 422, the guards' 413 and 400): a client's
+    plain id is kept, anything else replaced by a fresh one."""
+    mine = {"X-Request-ID": "client-42"}
+    ok = client.post("/predict", content=images[0][1], headers=mine)
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == ok.json()["request_id"] == "client-42"
+    refusals = [client.post("/predict", content=b"hello, this is text", headers=mine),
+                client.post("/predict?top_k=0", content=b"x", headers=mine),
+                client.post("/predict", content=b"\xff" * (20 * 2**20 + 1), headers=mine),
+                client.get("/health", headers={"Host": "evil.example", **mine})]
+    assert [r.status_code for r in refusals] == [415, 422, 413, 400]
+    assert all(r.headers["x-request-id"] == "client-42" for r in refusals)
+    replaced = client.post("/predict", content=b"hello", headers={"X-Request-ID": "not a plain id!"})
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"])
+
+
 def test_body_that_stops_arriving_is_408(server):
     s = half_sent(server, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n" + b"\xff" * 10)
     with s:
@@ -285,6 +302,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(no_waiting, images):
         refused = c.post("/predict", content=data)
         assert_error(refused, 503, "at capacity")
         assert refused.headers["retry-after"] == "1"
+        assert re.fullmatch(r"[0-9a-f]{32}", refused.headers["x-request-id"])  # "busy" names its request too
         assert c.get("/health/live").status_code == 200
         holder.sendall(data[1000:])
         assert b'"label":"pizza"' in read_all(holder)

@@ -21,10 +21,8 @@ import gc
 import io
 import json
 import os
-import re
 import sys
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
@@ -42,6 +40,7 @@ from going_modular.deploy.web.admission import Admission, Overloaded
 from going_modular.deploy.web.batching import MicroBatcher
 from going_modular.deploy.web.guards import AllowedHosts, BodyGuard
 from going_modular.deploy.web.metrics import Metrics
+from going_modular.deploy.web.request_ids import RequestIds
 from going_modular.deploy.web.schema import (
     IMAGE_BODY_DOC,
     RETRY_AFTER_S,
@@ -122,18 +121,6 @@ def preprocess_or_4xx(predictor: Predictor, data: bytes, with_stats: bool = Fals
     except InvalidImageError as e:
         raise HTTPException(error_status(e), str(e)) from e
     return pixels, image_stats(pixels, source_info(data)) if with_stats else None
-
-
-# A client's own X-Request-ID is kept when it is a plain token (it goes into logs and headers).
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-def request_id(request: Request, response: Response) -> str:
-    """The request's id: the client's X-Request-ID if usable, else a fresh one; echoed as X-Request-ID."""
-    given = request.headers.get("x-request-id", "")
-    rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    response.headers["X-Request-ID"] = rid
-    return rid
 
 
 class Service:
@@ -243,6 +230,7 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
         app.add_middleware(AllowedHosts, allowed_hosts=list(settings.allowed_hosts))
     if service.metrics is not None:  # outermost: it also counts what the guards refuse (413, 408, 400)
         app.add_middleware(service.metrics.middleware)
+    app.add_middleware(RequestIds)  # outermost: every answer, the guards' refusals too, names its request
     add_error_handlers(app, service)
 
     @app.get("/", response_model=Links)
@@ -272,21 +260,21 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
             return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/predict", response_model=Prediction, openapi_extra=IMAGE_BODY_DOC, responses=UPLOAD_ERRORS)
-    async def predict(request: Request, response: Response,
+    async def predict(request: Request,
                       top_k: int | None = Query(None, ge=1, description="keep the top k probs")) -> dict:
         """One image (multipart field `file`, or the raw body) -> {label, prob, probs, seconds, model_id,
         precision, request_id}."""
-        rid = request_id(request, response)
+        rid = request.state.request_id  # web/request_ids.py: also the X-Request-ID header
         async with service.admission.slot():
             data = await read_upload(request)
             return {**await service.within_deadline(service.predict_one(data, top_k, rid)), "request_id": rid}
 
     @app.post("/predict/batch", response_model=BatchResult, response_model_exclude_none=True,
               openapi_extra=batch_body_doc(settings.max_batch_files), responses=UPLOAD_ERRORS)
-    async def predict_batch(request: Request, response: Response, top_k: int | None = Query(None, ge=1)) -> dict:
+    async def predict_batch(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
         """Several images (multipart fields `files`), batched with everyone else's. Each result is a
         prediction or {"filename", "error"}, so one bad file does not fail the others."""
-        rid = request_id(request, response)
+        rid = request.state.request_id  # web/request_ids.py: also the X-Request-ID header
         async with service.admission.slot():
             files = await read_batch_uploads(request, settings.max_batch_files)
             megapixels = sum(decoded_megapixels(data, getattr(predictor, "resize", 512)) for _, data in files)
