@@ -16,9 +16,9 @@ export FOODVISION_DATA_MIRROR ?= $(MIRROR)
 endif
 
 # Strict nbval: every output is compared with the committed one, after the regexes in the sanitizer file
-# (times, addresses, the fast-mode line); cells whose output is a run's result say NBVAL_IGNORE_OUTPUT.
-SANITIZE := notebooks/nbval_sanitize.cfg
-NBVAL_STRICT := --nbval --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider
+# (times, addresses, the fast-mode line; notebooks/conftest.py applies notebooks/nbval_sanitize.cfg, so a
+# plain `pytest --nbval notebooks` does the same); cells whose output is a run's result say NBVAL_IGNORE_OUTPUT.
+NBVAL_STRICT := --nbval -p no:cacheprovider
 # Every notebook, lessons and worked solutions, is clean under strict nbval: make test runs them all strict in
 # fast mode against the committed full-mode outputs (strict executes every cell, as --nbval-lax does, and also
 # compares the outputs); make nbval is the learner's full run.

@@ -24,6 +24,30 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+# x86 instruction sets with which ONNX Runtime's u8 x s8 kernels are exact integer arithmetic
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        return {flag for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(scope="session")
+def int8_slack() -> int:
+    """How many photos of ~150 an int8 count may differ from the one recorded at export.
+
+    The shipped bundles were exported and measured on an x86 CPU with VNNI: on one like it the int8
+    graph gives the recorded numbers exactly (0). Without VNNI, ONNX Runtime runs other int8 kernels
+    (AVX2 adds pairs of u8 x s8 products in saturating 16 bits) and photos near a decision move:
+    on an AMD EPYC without AVX-512, 2 more of 150 test photos disagree with eager and 4 more are
+    flagged unknown (README, "int8 on CPUs without VNNI"). 4 photos: a broken quantization moves tens."""
+    return 0 if VNNI_FLAGS & cpu_flags() else 4
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "pizza_steak_sushi_20_percent.zip").is_file():

@@ -72,7 +72,7 @@ def test_serving_preprocessing_matches_the_training_transform(eager, eager_probs
     assert diff < 64  # a draft-decoded photo differs in fine detail, never wholesale
 
 
-def test_shipped_int8_bundle_agrees_with_eager(eager, eager_probs, test_images):
+def test_shipped_int8_bundle_agrees_with_eager(eager, eager_probs, test_images, int8_slack):
     served = load_predictor()  # the default every mode serves
     assert isinstance(served, OnnxPredictor) and served.runtime == "onnx-int8"
     labels = np.array([eager.class_names.index(p.parent.name) for p in test_images])
@@ -80,9 +80,12 @@ def test_shipped_int8_bundle_agrees_with_eager(eager, eager_probs, test_images):
     agreement, accuracy = (ref.argmax(1) == got.argmax(1)).mean(), (got.argmax(1) == labels).mean()
     print(f"int8 bundle: agreement {agreement:.4f}, accuracy {accuracy:.4f}, "
           f"max prob diff {np.abs(ref - got).max():.3f}")
-    assert agreement >= 0.99 and accuracy >= 0.96
-    assert served.meta["metrics"]["test_images"] == len(test_images)
-    assert abs(served.meta["metrics"]["test_acc"] - accuracy) <= 1 / len(test_images)  # recorded = measured
+    n = len(test_images)
+    assert agreement >= 0.99 - int8_slack / n and accuracy >= 0.96
+    assert served.meta["metrics"]["test_images"] == n
+    recorded = served.meta["metrics"]
+    assert abs(recorded["test_acc"] - accuracy) <= (int8_slack or 1) / n  # recorded = measured
+    assert abs(recorded["top1_agreement_with_eager"] - agreement) <= (int8_slack or 1) / n
 
 
 def test_bundle_describes_itself(mini_checkpoint):
