@@ -80,10 +80,9 @@ def test_shipped_int8_bundle_agrees_with_eager(eager, eager_probs, test_images, 
     agreement, accuracy = (ref.argmax(1) == got.argmax(1)).mean(), (got.argmax(1) == labels).mean()
     print(f"int8 bundle: agreement {agreement:.4f}, accuracy {accuracy:.4f}, "
           f"max prob diff {np.abs(ref - got).max():.3f}")
-    n = len(test_images)
+    n, recorded = len(test_images), served.meta["metrics"]
     assert agreement >= 0.99 - int8_slack / n and accuracy >= 0.96
-    assert served.meta["metrics"]["test_images"] == n
-    recorded = served.meta["metrics"]
+    assert recorded["test_images"] == n
     assert abs(recorded["test_acc"] - accuracy) <= (int8_slack or 1) / n  # recorded = measured
     assert abs(recorded["top1_agreement_with_eager"] - agreement) <= (int8_slack or 1) / n
 

@@ -228,7 +228,7 @@ def create_app(predictor: Predictor, settings: Settings = DEFAULTS) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.allowed_hosts:
         app.add_middleware(AllowedHosts, allowed_hosts=list(settings.allowed_hosts))
-    if service.metrics is not None:  # outermost: it also counts what the guards refuse (413, 408, 400)
+    if service.metrics is not None:  # outside the guards: it also counts what they refuse (413, 408, 400)
         app.add_middleware(service.metrics.middleware)
     app.add_middleware(RequestIds)  # outermost: every answer, the guards' refusals too, names its request
     add_error_handlers(app, service)
